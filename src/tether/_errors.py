@@ -1,0 +1,204 @@
+"""The exceptions tether raises.
+
+::
+
+    Exception
+    ├── TetherError                      every error tether raises on purpose
+    │   ├── SpawnError (+ OSError)       the child could not be started
+    │   │     └── one subclass per errno family, so that ``except FileNotFoundError``
+    │   │         and ``except PermissionError`` catch a failed spawn as they do
+    │   │         with ``subprocess``
+    │   ├── StatusUnknownError (+ ChildProcessError)
+    │   │                                 another party reaped our child and the
+    │   │                                 kernel kept no record of its status
+    │   ├── TimeoutExpired (+ subprocess.TimeoutExpired)
+    │   └── CalledProcessError (+ subprocess.CalledProcessError)
+    └── ValueError                       bad input, raised before any process exists
+
+Errors carry their context: the argv, the failing stage in the child, the pid, the
+decoded status.
+"""
+
+from __future__ import annotations
+
+import errno as errno_codes
+import os
+import subprocess
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._status import Status
+
+__all__ = [
+    "CalledProcessError",
+    "SpawnError",
+    "StatusUnknownError",
+    "TetherError",
+    "TimeoutExpired",
+]
+
+
+class TetherError(Exception):
+    """Base class of every error tether raises on purpose."""
+
+
+class SpawnError(TetherError, OSError):
+    """A child process could not be started.
+
+    ``errno`` and ``filename`` are what the failing call gave (``execve`` reports the
+    program, ``chdir`` the directory); ``stage`` names the step that failed in the child
+    (``"exec"``, ``"chdir"``, ``"fd_map"``, ``"preexec_fn"``, ...) and ``argv`` the command.
+    Constructing ``SpawnError(errno.ENOENT, ...)`` returns an instance of a subclass that
+    is also a :class:`FileNotFoundError`, and so on for every errno that Python maps to an
+    :class:`OSError` subclass.
+    """
+
+    stage: str
+    argv: tuple[str, ...]
+
+    def __new__(
+        cls,
+        errno: int | None,
+        strerror: str | None = None,
+        filename: str | None = None,
+        *,
+        stage: str = "exec",
+        argv: Sequence[str] = (),
+    ) -> SpawnError:
+        if cls is SpawnError:
+            cls = _SPAWN_ERROR_BY_ERRNO.get(errno or 0, SpawnError)
+        args: tuple[object, ...] = (errno, _describe(errno, strerror))
+        if filename is not None:
+            args += (filename,)
+        instance: SpawnError = OSError.__new__(cls, *args)
+        return instance
+
+    def __init__(
+        self,
+        errno: int | None,
+        strerror: str | None = None,
+        filename: str | None = None,
+        *,
+        stage: str = "exec",
+        argv: Sequence[str] = (),
+    ) -> None:
+        # OSError.__new__ has filled errno, strerror and filename already.
+        self.stage = stage
+        self.argv = tuple(argv)
+
+    def __str__(self) -> str:
+        where = f"[Errno {self.errno}] {self.strerror}" if self.errno else str(self.strerror)
+        if self.filename is not None:
+            where += f": {self.filename!r}"
+        return f"{where} (stage: {self.stage}, argv: {list(self.argv)!r})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (
+            _rebuild_spawn_error,
+            (self.errno, self.strerror, self.filename, self.stage, self.argv),
+        )
+
+
+def _describe(errno: int | None, strerror: str | None) -> str:
+    if strerror:
+        return strerror
+    return "unknown error" if errno is None else os.strerror(errno)
+
+
+def _rebuild_spawn_error(
+    errno: int | None, strerror: str, filename: str | None, stage: str, argv: tuple[str, ...]
+) -> SpawnError:
+    return SpawnError(errno, strerror, filename, stage=stage, argv=argv)
+
+
+def _make_spawn_subclasses() -> dict[int, type[SpawnError]]:
+    by_errno: dict[int, type[SpawnError]] = {}
+    families: dict[type[OSError], list[int]] = {}
+    for name in dir(errno_codes):
+        if not name.startswith("E"):
+            continue
+        code = getattr(errno_codes, name)
+        family = type(OSError(code, ""))
+        if family is not OSError:
+            families.setdefault(family, []).append(code)
+    for family, codes in families.items():
+        subclass = type(
+            f"Spawn{family.__name__}",
+            (SpawnError, family),
+            {
+                "__doc__": f"A :class:`SpawnError` that is also a :class:`{family.__name__}`.",
+                "__module__": __name__,
+            },
+        )
+        for code in codes:
+            by_errno[code] = subclass
+    return by_errno
+
+
+_SPAWN_ERROR_BY_ERRNO = _make_spawn_subclasses()
+
+
+class StatusUnknownError(TetherError, ChildProcessError):
+    """Our child was reaped by someone else and its exit status is lost.
+
+    This happens when foreign code calls ``waitpid(-1)`` or sets ``SIGCHLD`` to
+    ``SIG_IGN`` on a kernel older than 6.15 (which cannot report the status of a
+    reaped process through its pidfd), or on the no-pidfd fallback. tether never
+    guesses a status of 0.
+    """
+
+    def __init__(self, pid: int, argv: Sequence[str]) -> None:
+        super().__init__(
+            f"process {pid} ({list(argv)!r}) was reaped by another party "
+            "and the kernel kept no record of its exit status"
+        )
+        self.pid = pid
+        self.argv = tuple(argv)
+
+
+class TimeoutExpired(TetherError, subprocess.TimeoutExpired):
+    """A wait or a run ran out of time.
+
+    Also a :class:`subprocess.TimeoutExpired`, so existing ``except`` clauses keep
+    working. ``output``/``stdout`` and ``stderr`` hold what was read before the timeout.
+    """
+
+    def __init__(
+        self,
+        cmd: Sequence[str],
+        timeout: float,
+        output: bytes | None = None,
+        stderr: bytes | None = None,
+    ) -> None:
+        subprocess.TimeoutExpired.__init__(self, list(cmd), timeout, output, stderr)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.cmd, self.timeout, self.output, self.stderr))
+
+
+class CalledProcessError(TetherError, subprocess.CalledProcessError):
+    """A checked command did not succeed.
+
+    Also a :class:`subprocess.CalledProcessError`; ``status`` is the decoded
+    :class:`tether.Status` and ``returncode`` follows the subprocess convention.
+    """
+
+    def __init__(
+        self,
+        cmd: Sequence[str],
+        status: Status,
+        output: bytes | None = None,
+        stderr: bytes | None = None,
+    ) -> None:
+        returncode = status.returncode
+        subprocess.CalledProcessError.__init__(
+            self, returncode if returncode is not None else -1, list(cmd), output, stderr
+        )
+        self.status = status
+
+    def __str__(self) -> str:
+        return f"Command {self.cmd!r} {self.status}."
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.cmd, self.status, self.output, self.stderr))

@@ -1,0 +1,357 @@
+"""``tether.Process``: the synchronous handle of one child, and ``tether.spawn``.
+
+A handle owns its child from spawn to reap. Three rules keep it safe to share
+between threads:
+
+* The reap happens under the handle's lock, once; the status is then cached and
+  every waiter, in any thread, gets the same one.
+* Signals are sent under the same lock and only while the child is unreaped, so a
+  signal can never reach a process that inherited a recycled pid.
+* Waiters block in ``poll`` on the pidfd *without* the lock. The pidfd is closed
+  after the reap only when no waiter is still polling it; closing it under a
+  poller would let the fd number be reused and polled by mistake. Waiters
+  therefore borrow the fd and the last one to give it back closes it.
+
+Without a pidfd (see ``_fallback``), the fd that waiters poll is a pipe fed by a
+watching thread, and the reap uses ``wait4(pid)``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import signal as signals
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterable, Mapping
+from types import TracebackType
+from typing import IO
+
+from typing_extensions import Self, final
+
+from . import _pidfd
+from ._errors import StatusUnknownError, TimeoutExpired
+from ._fallback import ExitNotifier
+from ._spawn import StdioOption, StrOrBytesPath, make_plan, start_child
+from ._status import Status
+
+DEFAULT_GRACE = 5.0
+"""Seconds :meth:`Process.stop` waits after the stop signal before it sends SIGKILL."""
+
+
+@final
+class Process:
+    """A child process started by :func:`tether.spawn`.
+
+    The child is reaped exactly once, by :meth:`poll`, :meth:`wait` or :meth:`stop`,
+    and signals sent after that are silently dropped. Used as a context manager,
+    the handle stops the child (:meth:`stop`) and closes its pipes on exit.
+    """
+
+    pid: int
+    """The child's pid. Never reused by tether after the reap."""
+    backend: str
+    """The spawn backend that started the child (``"posix_spawn"`` or ``"fork"``)."""
+    args: tuple[str, ...]
+    """The argv the child was started with."""
+    stdin: IO[bytes] | None
+    """Writable binary pipe to the child's stdin when spawned with ``stdin=PIPE``."""
+    stdout: IO[bytes] | None
+    """Readable binary pipe from the child's stdout when spawned with ``stdout=PIPE``."""
+    stderr: IO[bytes] | None
+    """Readable binary pipe from the child's stderr when spawned with ``stderr=PIPE``."""
+
+    _lock: threading.Lock
+    _status: Status | None
+    _lost: bool
+    _pidfd: int | None
+    _exit_fd: int | None
+    _notifier: ExitNotifier | None
+    _borrowers: int
+
+    def __init__(self) -> None:
+        raise TypeError("Process handles are created by tether.spawn()")
+
+    @classmethod
+    def _adopt(
+        cls,
+        pid: int,
+        backend: str,
+        args: tuple[str, ...],
+        pipes: Mapping[int, int],
+    ) -> Process:
+        self = object.__new__(cls)
+        self.pid = pid
+        self.backend = backend
+        self.args = args
+        self._lock = threading.Lock()
+        self._status = None
+        self._lost = False
+        self._pidfd = _pidfd.open_pidfd(pid)
+        self._exit_fd = self._pidfd
+        self._notifier = None
+        self._borrowers = 0
+        self.stdin = _open_pipe(pipes.get(0), "wb")
+        self.stdout = _open_pipe(pipes.get(1), "rb")
+        self.stderr = _open_pipe(pipes.get(2), "rb")
+        return self
+
+    @property
+    def pidfd(self) -> int | None:
+        """The child's pidfd while it is unreaped; None after the reap or without pidfds."""
+        return self._pidfd
+
+    @property
+    def status(self) -> Status | None:
+        """The decoded exit status once reaped, else None. Does not reap."""
+        return self._status
+
+    @property
+    def returncode(self) -> int | None:
+        """The subprocess-style return code once reaped (negative for a signal), else None."""
+        return None if self._status is None else self._status.returncode
+
+    def poll(self) -> Status | None:
+        """Reap the child if it has exited and return its status; None while it runs.
+
+        A child that is only stopped (SIGSTOP) is still running. Raises
+        :class:`tether.StatusUnknownError` if another party reaped it and the kernel
+        kept no record of its status.
+        """
+        status = self._status
+        if status is not None:
+            return status
+        with self._lock:
+            return self._reap_locked()
+
+    def wait(self, timeout: float | None = None) -> Status:
+        """Block until the child exits, reap it and return its status.
+
+        Waits on the pidfd with a real timeout (no sleep loop); raises
+        :class:`tether.TimeoutExpired` when *timeout* seconds pass first, leaving the
+        child running. Any number of threads may wait at once; all get the same status.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            status = self.poll()
+            if status is not None:
+                return status
+            fd = self._borrow_exit_fd()
+            if fd is None:
+                continue
+            try:
+                remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+                ready = _pidfd.wait_readable(fd, remaining)
+            finally:
+                self._return_exit_fd()
+            if not ready:
+                raise TimeoutExpired(self.args, timeout if timeout is not None else 0.0)
+
+    def send_signal(self, signal: int) -> None:
+        """Send *signal* to the child; a no-op once it has been reaped."""
+        with self._lock:
+            if self._status is not None or self._lost:
+                return
+            if self._pidfd is not None:
+                _pidfd.signal_pidfd(self._pidfd, signal)
+            else:
+                _pidfd.signal_pid(self.pid, signal)
+
+    def terminate(self) -> None:
+        """Send SIGTERM; a no-op once the child has been reaped."""
+        self.send_signal(signals.SIGTERM)
+
+    def kill(self) -> None:
+        """Send SIGKILL; a no-op once the child has been reaped."""
+        self.send_signal(signals.SIGKILL)
+
+    def stop(self, grace: float = DEFAULT_GRACE, signal: int = signals.SIGTERM) -> Status:
+        """Stop the child and reap it: *signal*, up to *grace* seconds, then SIGKILL.
+
+        The grace period is a ceiling: a child that exits at once returns at once. A
+        stopped child is sent SIGCONT after *signal* so that it can act on it. If the
+        wait is interrupted (KeyboardInterrupt, ...), the child is killed and reaped
+        before the exception propagates.
+        """
+        if grace < 0:
+            raise ValueError(f"grace must not be negative, not {grace}")
+        status = self.poll()
+        if status is not None:
+            return status
+        self.send_signal(signal)
+        if signal not in (signals.SIGKILL, signals.SIGCONT):
+            self.send_signal(signals.SIGCONT)
+        try:
+            return self.wait(grace)
+        except TimeoutExpired:
+            pass
+        except BaseException:
+            self.kill()
+            self.wait()
+            raise
+        self.kill()
+        return self.wait()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        try:
+            with contextlib.suppress(StatusUnknownError):  # gone; wait() says what happened
+                self.stop()
+        finally:
+            for pipe in (self.stdin, self.stdout, self.stderr):
+                if pipe is not None:
+                    _close_quietly(pipe)
+
+    def __repr__(self) -> str:
+        if self._status is not None:
+            state = str(self._status)
+        elif self._lost:
+            state = "status unknown"
+        else:
+            state = "running"
+        args = list(self.args)
+        return f"<tether.Process pid={self.pid} {state} backend={self.backend} args={args!r}>"
+
+    def __del__(self) -> None:
+        lock = getattr(self, "_lock", None)
+        if lock is None:
+            return
+        if self._status is None and not self._lost:
+            try:
+                running = self.poll() is None
+            except Exception:
+                running = False
+            if running:
+                warnings.warn(
+                    f"tether: process {self.pid} ({list(self.args)!r}) is still running",
+                    ResourceWarning,
+                    source=self,
+                    stacklevel=1,
+                )
+        with lock:
+            self._borrowers = 0
+            self._release_locked(child_reaped=self._status is not None)
+
+    # --- internals ------------------------------------------------------------------
+
+    def _reap_locked(self) -> Status | None:
+        if self._status is not None:
+            return self._status
+        if self._lost:
+            raise StatusUnknownError(self.pid, self.args)
+        try:
+            if self._pidfd is not None:
+                status = _pidfd.reap_pidfd(self._pidfd)
+            else:
+                status = _pidfd.reap_pid(self.pid)
+        except ChildProcessError:
+            status = None if self._pidfd is None else _pidfd.recover_exit_status(self._pidfd)
+            if status is None:
+                self._lost = True
+                self._release_locked(child_reaped=True)
+                raise StatusUnknownError(self.pid, self.args) from None
+        if status is not None:
+            self._status = status
+            self._release_locked(child_reaped=True)
+        return status
+
+    def _borrow_exit_fd(self) -> int | None:
+        with self._lock:
+            if self._status is not None or self._lost:
+                return None
+            if self._exit_fd is None:
+                self._notifier = ExitNotifier(self.pid)
+                self._exit_fd = self._notifier.fileno
+            self._borrowers += 1
+            return self._exit_fd
+
+    def _return_exit_fd(self) -> None:
+        with self._lock:
+            self._borrowers -= 1
+            if self._status is not None or self._lost:
+                self._release_locked(child_reaped=True)
+
+    def _release_locked(self, *, child_reaped: bool) -> None:
+        if self._borrowers:
+            return
+        if self._pidfd is not None:
+            os.close(self._pidfd)
+            self._pidfd = None
+        if self._notifier is not None:
+            self._notifier.close(child_reaped=child_reaped)
+            self._notifier = None
+        self._exit_fd = None
+
+
+def spawn(
+    argv: Iterable[StrOrBytesPath],
+    *,
+    backend: str = "auto",
+    executable: StrOrBytesPath | None = None,
+    env: Mapping[str, str] | Mapping[bytes, bytes] | None = None,
+    cwd: StrOrBytesPath | None = None,
+    stdin: StdioOption = None,
+    stdout: StdioOption = None,
+    stderr: StdioOption = None,
+    pass_fds: Iterable[int] = (),
+    start_new_session: bool = False,
+    process_group: int | None = None,
+    umask: int | None = None,
+    preexec_fn: Callable[[], object] | None = None,
+    restore_signals: bool = True,
+) -> Process:
+    """Start *argv* as a child process and return its :class:`Process` handle.
+
+    Options are validated before anything is created: bad input raises
+    ``ValueError``/``TypeError``, a program that cannot run raises
+    :class:`tether.SpawnError`, and a failed spawn leaves no process, zombie or fd
+    behind. See the user guide for every option; ``backend`` is ``"auto"`` (the
+    fastest backend that supports the options), ``"posix_spawn"`` or ``"fork"``.
+    """
+    plan = make_plan(
+        argv,
+        executable=executable,
+        env=env,
+        cwd=cwd,
+        stdin=stdin,
+        stdout=stdout,
+        stderr=stderr,
+        pass_fds=pass_fds,
+        start_new_session=start_new_session,
+        process_group=process_group,
+        umask=umask,
+        preexec_fn=preexec_fn,
+        restore_signals=restore_signals,
+    )
+    pid, backend_name, stdio = start_child(plan, backend)
+    try:
+        return Process._adopt(pid, backend_name, plan.args, stdio.parent_ends)
+    except BaseException:
+        stdio.close_all()
+        _kill_and_reap(pid)
+        raise
+
+
+def _kill_and_reap(pid: int) -> None:
+    os.kill(pid, signals.SIGKILL)
+    os.waitpid(pid, 0)
+
+
+def _open_pipe(fd: int | None, mode: str) -> IO[bytes] | None:
+    if fd is None:
+        return None
+    return io.open(fd, mode, buffering=-1)  # noqa: UP020
+
+
+def _close_quietly(pipe: IO[bytes]) -> None:
+    with contextlib.suppress(BrokenPipeError):  # unflushed input the child will never read
+        pipe.close()

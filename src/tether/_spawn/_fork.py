@@ -1,0 +1,120 @@
+"""The ``fork`` backend: ``os.fork`` then ``os.execve``, with Python in between.
+
+This is the only backend that runs a user ``preexec_fn``, and the only pure-Python
+one that can change directory or set a umask. Its costs are those of ``fork``: the
+time grows with the parent's memory, and a multi-threaded parent risks deadlock in
+the child if another thread held a lock (the allocator's, the import lock, a
+logging handler's) at the moment of the fork. Everything the child needs is
+prepared in the parent, so the child only makes system calls.
+
+A failure in the child travels back over a close-on-exec pipe as
+``stage:errno:message``; a successful ``execve`` closes the pipe, which the parent
+sees as end-of-file. On failure the parent reaps the child before raising.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+from .._errors import SpawnError
+from ._plan import SpawnPlan
+from ._stdio import ChildStdio
+
+NAME = "fork"
+
+_FAILED_EXIT = 127
+_RESTORED_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
+
+
+def ineligible_reason(plan: SpawnPlan) -> str | None:
+    """Every plan can use this backend."""
+    return None
+
+
+def spawn(plan: SpawnPlan, stdio: ChildStdio) -> int:
+    """Fork, set the child up as *plan* says, exec; return the pid or raise :class:`SpawnError`."""
+    env = os.environ if plan.env is None else plan.env
+    report_read, report_write = os.pipe()
+    try:
+        pid = os.fork()
+        if pid == 0:
+            _child(plan, stdio, env, report_write)  # never returns
+        os.close(report_write)
+        report_write = -1
+        report = _read_all(report_read)
+    finally:
+        os.close(report_read)
+        if report_write != -1:
+            os.close(report_write)
+    if not report:
+        return pid
+    os.waitpid(pid, 0)
+    raise _decode_report(report, plan)
+
+
+def _child(plan: SpawnPlan, stdio: ChildStdio, env: object, report: int) -> None:
+    stage = "signals"
+    try:
+        signal.pthread_sigmask(signal.SIG_SETMASK, ())
+        if plan.restore_signals:
+            for signum in _RESTORED_SIGNALS:
+                signal.signal(signum, signal.SIG_DFL)
+        if plan.start_new_session:
+            stage = "setsid"
+            os.setsid()
+        if plan.process_group is not None:
+            stage = "setpgid"
+            os.setpgid(0, plan.process_group)
+        stage = "fd_map"
+        for source, target in stdio.fd_map:
+            os.dup2(source, target)
+        for fd in (*(target for _, target in stdio.fd_map), *plan.pass_fds):
+            os.set_inheritable(fd, True)
+        stage = "close_fds"
+        _close_fds_except(sorted({0, 1, 2, report, *plan.pass_fds}))
+        if plan.cwd is not None:
+            stage = "chdir"
+            os.chdir(plan.cwd)
+        if plan.umask is not None:
+            stage = "umask"
+            os.umask(plan.umask)
+        if plan.preexec_fn is not None:
+            stage = "preexec_fn"
+            plan.preexec_fn()
+        stage = "exec"
+        os.execve(plan.program, plan.argv, env)  # type: ignore[arg-type]
+    except BaseException as exc:
+        code = exc.errno if isinstance(exc, OSError) and exc.errno else 0
+        message = "" if isinstance(exc, OSError) else f"{type(exc).__name__}: {exc}"
+        try:
+            os.write(report, f"{stage}:{code}:{message}".encode(errors="replace"))
+        finally:
+            os._exit(_FAILED_EXIT)
+    finally:
+        os._exit(_FAILED_EXIT)
+
+
+def _close_fds_except(keep: list[int]) -> None:
+    low = 0
+    for fd in keep:
+        if fd > low:
+            os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, os.sysconf("SC_OPEN_MAX"))
+
+
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    while chunk := os.read(fd, 4096):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _decode_report(report: bytes, plan: SpawnPlan) -> SpawnError:
+    stage, code_text, message = report.decode(errors="replace").split(":", 2)
+    code = int(code_text)
+    if stage == "preexec_fn" and code == 0:
+        return SpawnError(None, f"preexec_fn raised {message}", stage=stage, argv=plan.args)
+    filename = {"exec": plan.program_name, "chdir": os.fsdecode(plan.cwd or b"")}.get(stage)
+    return SpawnError(code, filename=filename, stage=stage, argv=plan.args)

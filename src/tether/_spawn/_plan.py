@@ -1,0 +1,205 @@
+"""The spawn plan: every option of a spawn, validated and encoded before any process exists.
+
+A plan is plain data. Building it checks the input (NUL bytes, ``=`` in environment
+names, an empty argv, an unknown stdio value), encodes every string the way the
+kernel will see it, and resolves the program through ``PATH`` the way ``execvpe``
+would, so that the backends only copy bytes around and bad input never reaches a
+child.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import stat
+import subprocess
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import IO, Any, TypeAlias
+
+from .._errors import SpawnError
+
+PIPE = subprocess.PIPE
+STDOUT = subprocess.STDOUT
+DEVNULL = subprocess.DEVNULL
+
+StrOrBytesPath: TypeAlias = "str | bytes | os.PathLike[str] | os.PathLike[bytes]"
+StdioOption: TypeAlias = "int | IO[Any] | None"
+"""``None`` (inherit), ``PIPE``, ``DEVNULL``, ``STDOUT`` (stderr only), an fd or a file object."""
+
+
+@dataclass(frozen=True, slots=True)
+class SpawnPlan:
+    """Everything a backend needs to start one child, already validated and encoded."""
+
+    args: tuple[str, ...]
+    """The argv as text, for error messages and ``Process.args``."""
+    argv: tuple[bytes, ...]
+    program: bytes
+    """What to execute: the executable as given when it holds a ``/``, else the PATH match."""
+    program_name: str
+    """The executable as the user named it, reported as ``filename`` when exec fails."""
+    env: Mapping[bytes, bytes] | None
+    """The child's whole environment; None inherits the parent's at spawn time."""
+    cwd: bytes | None
+    stdin: int | None
+    """None (inherit), ``PIPE``, ``DEVNULL`` or an fd of the parent; likewise below."""
+    stdout: int | None
+    stderr: int | None
+    """May also be ``STDOUT``."""
+    pass_fds: tuple[int, ...]
+    start_new_session: bool
+    process_group: int | None
+    umask: int | None
+    preexec_fn: Callable[[], object] | None
+    restore_signals: bool
+
+
+def make_plan(
+    argv: Iterable[StrOrBytesPath],
+    *,
+    executable: StrOrBytesPath | None = None,
+    env: Mapping[str, str] | Mapping[bytes, bytes] | None = None,
+    cwd: StrOrBytesPath | None = None,
+    stdin: StdioOption = None,
+    stdout: StdioOption = None,
+    stderr: StdioOption = None,
+    pass_fds: Iterable[int] = (),
+    start_new_session: bool = False,
+    process_group: int | None = None,
+    umask: int | None = None,
+    preexec_fn: Callable[[], object] | None = None,
+    restore_signals: bool = True,
+) -> SpawnPlan:
+    """Validate and encode the options of a spawn; raise before anything is created."""
+    if isinstance(argv, (str, bytes)):
+        raise TypeError("argv must be a sequence of arguments, not a single string")
+    encoded_argv = tuple(_encode(arg, "argv") for arg in argv)
+    if not encoded_argv:
+        raise ValueError("argv must not be empty")
+    encoded_env = None if env is None else _encode_env(env)
+    encoded_cwd = None if cwd is None else _encode(cwd, "cwd")
+    named = encoded_argv[0] if executable is None else _encode(executable, "executable")
+    if not named:
+        raise ValueError("the program name must not be empty")
+    args = tuple(os.fsdecode(arg) for arg in encoded_argv)
+    program = resolve_program(named, _search_path(encoded_env), encoded_cwd, args)
+    if start_new_session and process_group is not None:
+        raise ValueError(
+            "start_new_session and process_group exclude each other: "
+            "a new session already puts the child in a new process group"
+        )
+    if process_group is not None and process_group < 0:
+        raise ValueError(
+            f"process_group must be 0 (a new group) or a group id, not {process_group}"
+        )
+    if umask is not None and not 0 <= umask <= 0o777:
+        raise ValueError(f"umask must be between 0 and 0o777, not {umask:#o}")
+    if preexec_fn is not None and not callable(preexec_fn):
+        raise TypeError("preexec_fn must be callable")
+    fds = tuple(sorted({_check_fd(fd, "pass_fds") for fd in pass_fds}))
+    stdio = (_stdio(stdin, "stdin"), _stdio(stdout, "stdout"), _stdio(stderr, "stderr"))
+    _check_open((*stdio, *fds), args)
+    return SpawnPlan(
+        args=args,
+        argv=encoded_argv,
+        program=program,
+        program_name=os.fsdecode(named),
+        env=encoded_env,
+        cwd=encoded_cwd,
+        stdin=stdio[0],
+        stdout=stdio[1],
+        stderr=stdio[2],
+        pass_fds=fds,
+        start_new_session=start_new_session,
+        process_group=process_group,
+        umask=umask,
+        preexec_fn=preexec_fn,
+        restore_signals=restore_signals,
+    )
+
+
+def resolve_program(
+    name: bytes, search_path: bytes, cwd: bytes | None, args: tuple[str, ...]
+) -> bytes:
+    """Find *name* the way ``execvpe`` does, in the parent.
+
+    A name holding ``/`` is used as it is (relative to the child's cwd). Otherwise each
+    ``PATH`` entry is tried in order; directories and files without execute permission
+    are skipped, and when nothing fits the error is EACCES if such a file was seen
+    (as ``execvp`` reports), ENOENT otherwise.
+    """
+    if b"/" in name:
+        return name
+    saw_unexecutable = False
+    for entry in search_path.split(b":"):
+        candidate = os.path.join(entry or b".", name)
+        on_disk = candidate if cwd is None else os.path.join(cwd, candidate)
+        try:
+            mode = os.stat(on_disk).st_mode
+        except OSError:
+            continue
+        if stat.S_ISREG(mode) and os.access(on_disk, os.X_OK):
+            return candidate
+        saw_unexecutable = True
+    code = errno.EACCES if saw_unexecutable else errno.ENOENT
+    raise SpawnError(code, filename=os.fsdecode(name), stage="exec", argv=args)
+
+
+def _search_path(env: Mapping[bytes, bytes] | None) -> bytes:
+    path = os.environb.get(b"PATH") if env is None else env.get(b"PATH")
+    return os.fsencode(os.defpath) if path is None else path
+
+
+def _encode(value: StrOrBytesPath, what: str) -> bytes:
+    encoded = os.fsencode(value)
+    if b"\0" in encoded:
+        raise ValueError(f"{what} contains a NUL byte: {value!r}")
+    return encoded
+
+
+def _encode_env(env: Mapping[str, str] | Mapping[bytes, bytes]) -> dict[bytes, bytes]:
+    encoded: dict[bytes, bytes] = {}
+    for key, value in env.items():
+        name = _encode(key, "an environment variable name")
+        if not name or b"=" in name:
+            raise ValueError(f"illegal environment variable name: {key!r}")
+        encoded[name] = _encode(value, f"environment variable {key!r}")
+    return encoded
+
+
+def _check_fd(fd: object, what: str) -> int:
+    if isinstance(fd, bool) or not isinstance(fd, int):
+        raise TypeError(f"{what} must hold file descriptor numbers, not {fd!r}")
+    if fd < 0:
+        raise ValueError(f"{what} holds a negative file descriptor: {fd}")
+    return fd
+
+
+def _check_open(fds: Iterable[int | None], args: tuple[str, ...]) -> None:
+    """Refuse a closed fd now: the spawn itself may reuse its number for a pipe of its own."""
+    for fd in fds:
+        if fd is None or fd < 0:
+            continue
+        try:
+            fcntl.fcntl(fd, fcntl.F_GETFD)
+        except OSError as exc:
+            raise SpawnError(exc.errno, f"fd {fd} is not open", stage="fd_map", argv=args) from None
+
+
+def _stdio(value: StdioOption, name: str) -> int | None:
+    if value is None or value in (PIPE, DEVNULL):
+        return value
+    if value == STDOUT:
+        if name != "stderr":
+            raise ValueError(f"STDOUT is only valid for stderr, not {name}")
+        return STDOUT
+    if isinstance(value, int) and not isinstance(value, bool):
+        return _check_fd(value, name)
+    fileno = getattr(value, "fileno", None)
+    if fileno is None:
+        raise TypeError(
+            f"{name} must be None, PIPE, DEVNULL, an fd or a file object, not {value!r}"
+        )
+    return _check_fd(fileno(), name)

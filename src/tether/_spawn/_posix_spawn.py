@@ -1,0 +1,85 @@
+"""The ``posix_spawn`` backend: glibc's vfork-style spawn, no Python in the child.
+
+``os.posix_spawn`` cannot change directory, set a umask or run Python code, so a plan
+asking for ``cwd``, ``umask`` or ``preexec_fn`` is not eligible and ``auto`` moves on
+to the next backend. Everything else maps onto spawn attributes and file actions:
+
+* the fd map becomes ``dup2`` actions (glibc and musl clear close-on-exec when source
+  and target are equal, which is how ``pass_fds`` reach the child);
+* fds other than 0-2 and ``pass_fds`` that are inheritable in the parent get a
+  ``close`` action; everything Python opens is close-on-exec already (PEP 446), so
+  this list is usually empty;
+* the signal mask is emptied, and SIGPIPE and SIGXFSZ (which Python ignores) are
+  reset to their defaults when ``restore_signals`` is true.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+from typing import Any
+
+from .._errors import SpawnError
+from ._plan import SpawnPlan
+from ._stdio import ChildStdio
+
+NAME = "posix_spawn"
+
+_RESTORED_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
+
+
+def ineligible_reason(plan: SpawnPlan) -> str | None:
+    """Why *plan* cannot use this backend, or None when it can."""
+    if plan.cwd is not None:
+        return "cwd"
+    if plan.umask is not None:
+        return "umask"
+    if plan.preexec_fn is not None:
+        return "preexec_fn"
+    return None
+
+
+def spawn(plan: SpawnPlan, stdio: ChildStdio) -> int:
+    """Start the child of *plan* and return its pid; raise :class:`SpawnError` on failure."""
+    keep = {0, 1, 2, *plan.pass_fds}
+    actions: list[tuple[int, ...]] = [(os.POSIX_SPAWN_DUP2, src, dst) for src, dst in stdio.fd_map]
+    actions.extend((os.POSIX_SPAWN_DUP2, fd, fd) for fd in plan.pass_fds if fd > 2)
+    actions.extend((os.POSIX_SPAWN_CLOSE, fd) for fd in _inheritable_fds() if fd not in keep)
+    options: dict[str, Any] = {
+        "file_actions": actions,
+        "setsid": plan.start_new_session,
+        "setsigmask": (),
+        "setsigdef": _RESTORED_SIGNALS if plan.restore_signals else (),
+    }
+    if plan.process_group is not None:
+        options["setpgroup"] = plan.process_group
+    try:
+        return os.posix_spawn(
+            plan.program, plan.argv, os.environ if plan.env is None else plan.env, **options
+        )
+    except OSError as exc:
+        raise _spawn_error(exc, plan) from None
+
+
+def _inheritable_fds() -> list[int]:
+    inheritable = []
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd <= 2:
+            continue
+        try:
+            if os.get_inheritable(fd):
+                inheritable.append(fd)
+        except OSError:
+            continue  # the fd listdir itself used, closed by now
+    return inheritable
+
+
+def _spawn_error(exc: OSError, plan: SpawnPlan) -> SpawnError:
+    code = exc.errno or errno.EIO
+    if code == errno.EBADF:
+        return SpawnError(code, stage="fd_map", argv=plan.args)
+    if code == errno.EAGAIN:
+        return SpawnError(code, stage="fork", argv=plan.args)
+    return SpawnError(code, filename=plan.program_name, stage="exec", argv=plan.args)

@@ -1,0 +1,80 @@
+"""The child's standard streams: pipes, /dev/null, and a clobber-free fd map.
+
+The map lists ``(source, target)`` pairs for targets 0, 1 and 2, applied in that
+order with ``dup2``. A source below 3 that differs from its target could be
+overwritten by an earlier ``dup2`` (``stdout=2, stderr=1`` swaps the two), so such a
+source is first duplicated above 2 in the parent. Every fd made here is
+close-on-exec, and every one is closed again if the spawn fails.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from dataclasses import dataclass, field
+
+from ._plan import DEVNULL, PIPE, STDOUT, SpawnPlan
+
+
+@dataclass(slots=True)
+class ChildStdio:
+    """The fds prepared for one spawn, and who closes them when."""
+
+    fd_map: list[tuple[int, int]] = field(default_factory=list)
+    """``(source, target)`` pairs to ``dup2`` in the child, targets in increasing order."""
+    parent_ends: dict[int, int] = field(default_factory=dict)
+    """Our end of each pipe, by the child's fd number (0, 1, 2)."""
+    child_only: list[int] = field(default_factory=list)
+    """fds the parent closes as soon as the child exists."""
+
+    def close_child_only(self) -> None:
+        """Close what only the child needed (after a spawn, successful or not)."""
+        for fd in self.child_only:
+            os.close(fd)
+        self.child_only.clear()
+
+    def close_all(self) -> None:
+        """Close every fd made for this spawn (after a failed spawn)."""
+        self.close_child_only()
+        for fd in self.parent_ends.values():
+            os.close(fd)
+        self.parent_ends.clear()
+
+
+def prepare_stdio(plan: SpawnPlan) -> ChildStdio:
+    """Create the pipes and /dev/null fds that *plan* asks for, and the fd map."""
+    stdio = ChildStdio()
+    try:
+        _fill(stdio, plan)
+    except BaseException:
+        stdio.close_all()
+        raise
+    return stdio
+
+
+def _fill(stdio: ChildStdio, plan: SpawnPlan) -> None:
+    sources: dict[int, int] = {}
+    devnull: int | None = None
+    for target, spec in ((0, plan.stdin), (1, plan.stdout), (2, plan.stderr)):
+        if spec is None:
+            continue
+        if spec == PIPE:
+            read_end, write_end = os.pipe()
+            child_end, parent_end = (read_end, write_end) if target == 0 else (write_end, read_end)
+            stdio.parent_ends[target] = parent_end
+            stdio.child_only.append(child_end)
+            sources[target] = child_end
+        elif spec == DEVNULL:
+            if devnull is None:
+                devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+                stdio.child_only.append(devnull)
+            sources[target] = devnull
+        elif spec == STDOUT:
+            sources[target] = sources.get(1, 1)
+        else:
+            sources[target] = spec
+    for target, source in sources.items():
+        if source < 3 and source != target:
+            source = fcntl.fcntl(source, fcntl.F_DUPFD_CLOEXEC, 3)
+            stdio.child_only.append(source)
+        stdio.fd_map.append((source, target))

@@ -1,0 +1,100 @@
+"""Find what a test left behind: child processes (zombies included), threads, fds.
+
+Used by the autouse fixture in ``conftest.py``. Processes are found through
+``/proc/self/task/*/children`` (a zombie is still a child until reaped), threads
+through ``/proc/self/task`` (which also sees threads Python does not know about),
+fds through ``/proc/self/fd`` with their targets, so a number closed and reopened
+for something else counts as a leak too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import os
+import signal
+import time
+from dataclasses import dataclass
+
+_SETTLE_SECONDS = 2.0
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What the process holds at one moment."""
+
+    children: frozenset[int]
+    threads: frozenset[int]
+    fds: frozenset[tuple[int, str]]
+
+
+def _children() -> frozenset[int]:
+    pids: set[int] = set()
+    for tid in os.listdir("/proc/self/task"):
+        with contextlib.suppress(FileNotFoundError), open(f"/proc/self/task/{tid}/children") as f:
+            pids.update(int(pid) for pid in f.read().split())
+    return frozenset(pids)
+
+
+def _fds() -> frozenset[tuple[int, str]]:
+    found = set()
+    listing = os.open("/proc/self/fd", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for name in os.listdir(listing):
+            fd = int(name)
+            if fd == listing:
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                found.add((fd, os.readlink(name, dir_fd=listing)))
+    finally:
+        os.close(listing)
+    return frozenset(found)
+
+
+def snapshot() -> Snapshot:
+    """Record the children, threads and fds this process holds now."""
+    return Snapshot(
+        children=_children(),
+        threads=frozenset(int(tid) for tid in os.listdir("/proc/self/task")),
+        fds=_fds(),
+    )
+
+
+def _describe_child(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+        command = stat[stat.index("(") + 1 : stat.rindex(")")]
+        state = stat[stat.rindex(")") + 2]
+    except (OSError, ValueError):
+        return f"pid {pid}"
+    kind = "zombie" if state == "Z" else f"state {state}"
+    return f"pid {pid} ({command}, {kind})"
+
+
+def leaks(before: Snapshot, after: Snapshot) -> list[str]:
+    """Describe everything *after* holds that *before* did not."""
+    found = [f"child {_describe_child(pid)}" for pid in sorted(after.children - before.children)]
+    found += [f"thread {tid}" for tid in sorted(after.threads - before.threads)]
+    found += [f"fd {fd} -> {target}" for fd, target in sorted(after.fds - before.fds)]
+    return found
+
+
+def settle_and_check(before: Snapshot) -> list[str]:
+    """Collect garbage, give exiting threads a moment to vanish, and return the leaks."""
+    deadline = time.monotonic() + _SETTLE_SECONDS
+    while True:
+        gc.collect()
+        found = leaks(before, snapshot())
+        if not found or time.monotonic() >= deadline:
+            return found
+        time.sleep(0.01)
+
+
+def reap_leaked_children(before: Snapshot) -> None:
+    """Kill and reap every child that appeared since *before* (our own children only)."""
+    for pid in _children() - before.children:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
