@@ -11,10 +11,9 @@ import os
 import pickle
 import resource
 import signal
-import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
@@ -148,21 +147,6 @@ def _kill_self(sig: int) -> None:
         signal.signal(sig, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, [sig])
     os.kill(os.getpid(), sig)
-
-
-def _children() -> set[str]:
-    with open(f"/proc/self/task/{threading.get_native_id()}/children") as f:
-        return set(f.read().split())
-
-
-@pytest.fixture(autouse=True)
-def _no_leaks() -> Iterator[None]:
-    """Fail a test that leaves a child (zombies included), an fd or a thread behind."""
-    children, fds, threads = _children(), set(os.listdir("/proc/self/fd")), threading.enumerate()
-    yield
-    assert _children() <= children
-    assert set(os.listdir("/proc/self/fd")) <= fds
-    assert threading.enumerate() == threads
 
 
 # --- decode_status against the macros -----------------------------------------------------------
