@@ -135,12 +135,9 @@ class Process:
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            status = self.poll()
-            if status is not None:
-                return status
             fd = self._borrow_exit_fd()
-            if fd is None:
-                continue
+            if fd is None:  # reaped (or found lost) already
+                break
             try:
                 remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
                 ready = _pidfd.wait_readable(fd, remaining)
@@ -148,6 +145,11 @@ class Process:
                 self._return_exit_fd()
             if not ready:
                 raise TimeoutExpired(self.args, timeout if timeout is not None else 0.0)
+            if self.poll() is not None:
+                break
+        status = self.poll()
+        assert status is not None, "poll() raises when the status is lost"
+        return status
 
     def send_signal(self, signal: int) -> None:
         """Send *signal* to the child; a no-op once it has been reaped."""
