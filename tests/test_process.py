@@ -1,8 +1,8 @@
 """Process: waiting, signalling, stopping, stolen reaps, dropped handles.
 
-Every scenario runs with pidfds and again on the forced no-pidfd fallback
-(``pidfd_mode``). Children that must be running when the test acts print "ready"
-first; nothing here sleeps to synchronise.
+Every scenario runs through both spawn backends, and most run with pidfds and
+again on the forced no-pidfd fallback (``pidfd_mode``). Children that must be
+running when the test acts print "ready" first; nothing here sleeps to synchronise.
 """
 
 from __future__ import annotations
@@ -29,6 +29,13 @@ IGNORE_TERM = (
 WAIT_FOR_STDIN = "import sys; print('ready', flush=True); sys.stdin.read()"
 
 
+@pytest.fixture(autouse=True)
+def each_backend(backend: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Make ``backend="auto"`` choose each backend in turn for every test here."""
+    monkeypatch.setattr(tether._spawn, "AUTO_ORDER", (backend,))
+    return backend
+
+
 def started(script: str, **options: object) -> tether.Process:
     """Spawn a Python child and return once it has printed "ready"."""
     process = tether.spawn(
@@ -39,6 +46,7 @@ def started(script: str, **options: object) -> tether.Process:
     )
     assert process.stdout is not None
     assert process.stdout.readline() == b"ready\n"
+    assert process.backend == tether._spawn.AUTO_ORDER[0]
     return process
 
 
@@ -105,6 +113,17 @@ def test_many_threads_waiting_get_the_same_status(sleeper: tether.Process) -> No
     assert len(statuses) == 8
     assert all(status is statuses[0] for status in statuses)
     assert statuses[0] == tether.Signaled(signal.SIGUSR1)
+
+
+def test_a_hundred_children_exiting_at_once(pidfd_mode: str) -> None:
+    read_end, write_end = os.pipe()
+    try:
+        children = [tether.spawn(["cat"], stdin=read_end) for _ in range(100)]
+    finally:
+        os.close(read_end)
+        os.close(write_end)  # every cat sees end-of-file at the same instant
+    statuses = [child.wait(timeout=60) for child in children]
+    assert statuses == [tether.Exited(0)] * 100
 
 
 def test_signals_after_the_reap_touch_nothing(

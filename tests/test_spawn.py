@@ -368,3 +368,40 @@ def test_spawn_storm_from_eight_threads(backend: str) -> None:
     for thread in threads:
         thread.join()
     assert not errors
+
+
+# --- out of processes -----------------------------------------------------------------
+
+
+def _pids_cgroup_root() -> Path | None:
+    with open("/proc/self/mountinfo") as mountinfo:
+        for line in mountinfo:
+            fields = line.split()
+            options = line.split(" - ", 1)[1].split()
+            if options[0] == "cgroup" and "pids" in options[2].split(","):
+                return Path(fields[4])
+    return None
+
+
+def test_eagain_from_pids_max_is_a_blocking_io_error(backend: str) -> None:
+    root = _pids_cgroup_root()
+    if os.geteuid() != 0 or root is None or not os.access(root, os.W_OK):
+        pytest.skip("needs root and a writable cgroup v1 pids hierarchy")
+    with open("/proc/self/cgroup") as own:
+        here = next(line.split(":", 2)[2].strip() for line in own if ":pids:" in line)
+    home = root / here.lstrip("/")
+    jail = home / f"tether-test-{os.getpid()}"
+    jail.mkdir()
+    try:
+        (jail / "pids.max").write_text(str(len(os.listdir("/proc/self/task"))))
+        (jail / "cgroup.procs").write_text(str(os.getpid()))
+        try:
+            with pytest.raises(BlockingIOError) as caught:
+                tether.spawn(["true"], backend=backend)
+        finally:
+            (home / "cgroup.procs").write_text(str(os.getpid()))
+    finally:
+        jail.rmdir()
+    assert isinstance(caught.value, tether.SpawnError)
+    assert caught.value.errno == errno.EAGAIN
+    assert caught.value.stage == "fork"

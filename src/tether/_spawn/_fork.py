@@ -37,7 +37,10 @@ def spawn(plan: SpawnPlan, stdio: ChildStdio) -> int:
     env = os.environ if plan.env is None else plan.env
     report_read, report_write = os.pipe()
     try:
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            raise SpawnError(exc.errno, stage="fork", argv=plan.args) from None
         if pid == 0:
             _child(plan, stdio, env, report_write)  # never returns
         os.close(report_write)
