@@ -18,6 +18,10 @@ them alike:
    median of the floor (raw ``os.posix_spawn`` + ``os.waitpid``, the least work
    Python can do) and of the baseline (``subprocess.Popen``).
 
+The ``tether auto`` row is named after the backend ``"auto"`` resolves to for a
+plain argv (``native`` whenever the C extension was built), so the table shows which
+backend it actually timed.
+
 Add a contender by appending a :class:`Contender` to :func:`default_contenders`.
 """
 
@@ -94,11 +98,13 @@ def raw_posix_spawn() -> int:
     return os.waitstatus_to_exitcode(wait_status)
 
 
-def default_contenders() -> list[Contender]:
+def default_contenders(auto: str) -> list[Contender]:
+    """The contenders; *auto* is the backend ``"auto"`` resolves to, noted in its name."""
     return [
+        Contender("tether native", tether_spawn("native")),
         Contender("tether posix_spawn", tether_spawn("posix_spawn")),
         Contender("tether fork", tether_spawn("fork")),
-        Contender("tether auto", tether_spawn("auto")),
+        Contender(f"tether auto (-> {auto})", tether_spawn("auto")),
         Contender(BASELINE, popen),
         Contender(FLOOR, raw_posix_spawn),
     ]
@@ -178,6 +184,7 @@ def environment(rounds: int, batch: int, seed: int) -> dict[str, Any]:
         "kernel": platform.release(),
         "cpu_count": os.cpu_count(),
         "usable_cpus": affinity,
+        "load_average": [round(value, 2) for value in os.getloadavg()],
         "tether": tether.__version__,
         "auto_backend": auto_backend(),
         "rounds": rounds,
@@ -187,16 +194,38 @@ def environment(rounds: int, batch: int, seed: int) -> dict[str, Any]:
     }
 
 
+def format_machine(env: dict[str, Any]) -> str:
+    """The header line that describes the machine and the software (from :func:`environment`)."""
+    load = "/".join(f"{value:.2f}" for value in env["load_average"])
+    return (
+        f"Python {env['python']} ({env['implementation']}), kernel {env['kernel']}, "
+        f"{env['cpu_count']} CPUs ({env['usable_cpus']} usable, load {load}), "
+        f"tether {env['tether']}"
+    )
+
+
 def format_header(env: dict[str, Any]) -> str:
     return "\n".join(
         [
             f"spawn+reap of {TRUE}, sequential",
-            f"Python {env['python']} ({env['implementation']}), kernel {env['kernel']}, "
-            f"{env['cpu_count']} CPUs ({env['usable_cpus']} usable), tether {env['tether']}",
+            format_machine(env),
             f"{env['rounds']} rounds x {env['batch']} spawns per contender, "
             f"shuffled order per round (seed {env['seed']}); auto -> {env['auto_backend']}",
         ]
     )
+
+
+def render_table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """*rows* under *columns*, the first column left-aligned and the others right-aligned."""
+    widths = [max(len(row[i]) for row in [columns, *rows]) for i in range(len(columns))]
+
+    def line(cells: Sequence[str]) -> str:
+        first = cells[0].ljust(widths[0])
+        rest = (cell.rjust(width) for cell, width in zip(cells[1:], widths[1:], strict=True))
+        return "  ".join([first, *rest])
+
+    rule = "-" * len(line(columns))
+    return "\n".join([line(columns), rule, *(line(row) for row in rows)])
 
 
 def format_table(summaries: Sequence[Summary]) -> str:
@@ -212,15 +241,7 @@ def format_table(summaries: Sequence[Summary]) -> str:
         ]
         for s in summaries
     ]
-    widths = [max(len(row[i]) for row in [columns, *rows]) for i in range(len(columns))]
-
-    def line(cells: Sequence[str]) -> str:
-        first = cells[0].ljust(widths[0])
-        rest = (cell.rjust(width) for cell, width in zip(cells[1:], widths[1:], strict=True))
-        return "  ".join([first, *rest])
-
-    rule = "-" * len(line(columns))
-    return "\n".join([line(columns), rule, *(line(row) for row in rows)])
+    return render_table(columns, rows)
 
 
 def write_json(path: Path, env: dict[str, Any], summaries: Sequence[Summary]) -> None:
@@ -271,8 +292,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    contenders = default_contenders()
     env = environment(args.rounds, args.batch, args.seed)
+    contenders = default_contenders(env["auto_backend"])
     print(format_header(env), flush=True)
     warm_up(contenders, args.batch)
     means = measure(contenders, args.rounds, args.batch, random.Random(args.seed))

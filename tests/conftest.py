@@ -23,7 +23,7 @@ def no_leaks() -> Iterator[None]:
         pytest.fail("test left behind: " + "; ".join(found), pytrace=False)
 
 
-@pytest.fixture(params=["posix_spawn", "fork"])
+@pytest.fixture(params=["native", "posix_spawn", "fork"])
 def backend(request: pytest.FixtureRequest) -> str:
     """Each spawn backend in turn."""
     return str(request.param)
@@ -37,7 +37,7 @@ def _refuse_pidfd_open(pid: int, flags: int = 0) -> int:
 def no_pidfd(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Make ``pidfd_open`` fail with ENOSYS, as under an old seccomp profile."""
     monkeypatch.setattr(os, "pidfd_open", _refuse_pidfd_open)
-    _pidfd.reset_pidfd_probe()
+    _pidfd.disable_pidfds()  # as after the first refusal; the native spawner asks first
     yield
     _pidfd.reset_pidfd_probe()
 

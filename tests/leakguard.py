@@ -13,10 +13,13 @@ import contextlib
 import gc
 import os
 import signal
+import threading
 import time
 from dataclasses import dataclass
 
 _SETTLE_SECONDS = 2.0
+LONG_LIVED_THREADS = frozenset({"tether-spawner"})
+"""tether's own threads that live as long as the process, by design (documented)."""
 
 
 @dataclass(frozen=True)
@@ -51,13 +54,19 @@ def _fds() -> frozenset[tuple[int, str]]:
     return frozenset(found)
 
 
+def _long_lived(thread: threading.Thread) -> bool:
+    # trio keeps idle worker threads for a few seconds after use: its cache, not a leak
+    return thread.name in LONG_LIVED_THREADS or thread.name.startswith("Trio thread")
+
+
+def _threads() -> frozenset[int]:
+    allowed = {t.native_id for t in threading.enumerate() if _long_lived(t)}
+    return frozenset(int(tid) for tid in os.listdir("/proc/self/task")) - allowed
+
+
 def snapshot() -> Snapshot:
-    """Record the children, threads and fds this process holds now."""
-    return Snapshot(
-        children=_children(),
-        threads=frozenset(int(tid) for tid in os.listdir("/proc/self/task")),
-        fds=_fds(),
-    )
+    """Record the children, threads (but tether's long-lived ones) and fds held now."""
+    return Snapshot(children=_children(), threads=_threads(), fds=_fds())
 
 
 def _describe_child(pid: int) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import tether
 
 EXPECTED = {
+    "AsyncProcess",
     "DEFAULT_GRACE",
     "DEVNULL",
     "PIPE",
@@ -13,6 +14,7 @@ EXPECTED = {
     "Completed",
     "Continued",
     "Exited",
+    "Limits",
     "Process",
     "Rusage",
     "Signaled",
@@ -24,7 +26,9 @@ EXPECTED = {
     "TetherError",
     "TimeoutExpired",
     "decode_status",
+    "open_process",
     "run",
+    "run_process",
     "spawn",
 }
 

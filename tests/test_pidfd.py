@@ -29,16 +29,16 @@ def child() -> Iterator[tuple[int, int]]:
 
 
 def test_running_child_is_not_reaped(child: tuple[int, int]) -> None:
-    _, pidfd = child
-    assert _pidfd.reap_pidfd(pidfd) is None
+    pid, pidfd = child
+    assert _pidfd.reap_pidfd(pidfd, pid) is None
     assert not _pidfd.wait_readable(pidfd, 0)
 
 
 def test_reap_through_the_pidfd_collects_rusage(child: tuple[int, int]) -> None:
-    _, pidfd = child
+    pid, pidfd = child
     assert _pidfd.signal_pidfd(pidfd, signal.SIGTERM)
     assert _pidfd.wait_readable(pidfd, 30)
-    status = _pidfd.reap_pidfd(pidfd)
+    status = _pidfd.reap_pidfd(pidfd, pid)
     assert status == Signaled(signal.SIGTERM)
     assert status is not None
     assert status.rusage is not None
@@ -64,27 +64,35 @@ def test_exit_record_after_a_foreign_reap() -> None:
     try:
         os.waitpid(pid, 0)
         with pytest.raises(ChildProcessError):
-            _pidfd.reap_pidfd(pidfd)
+            _pidfd.reap_pidfd(pidfd, pid)
         assert _pidfd.recover_exit_status(pidfd) == Exited(12)
     finally:
         os.close(pidfd)
 
 
-def test_refusal_disables_pidfds_and_reset_restores(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_refusal_disables_pidfds_and_reset_restores(
+    child: tuple[int, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
     def refuse(pid: int, flags: int = 0) -> int:
         raise OSError(errno.EPERM, "seccomp")
 
+    pid, _ = child
     monkeypatch.setattr(os, "pidfd_open", refuse)
     try:
-        assert _pidfd.open_pidfd(os.getpid()) is None
+        assert _pidfd.open_pidfd(pid) is None
         assert not _pidfd.pidfds_available()
         monkeypatch.undo()
-        assert _pidfd.open_pidfd(os.getpid()) is None, "stays off until reset"
+        assert _pidfd.open_pidfd(pid) is None, "stays off until reset"
     finally:
         _pidfd.reset_pidfd_probe()
-    fd = _pidfd.open_pidfd(os.getpid())
+    fd = _pidfd.open_pidfd(pid)
     assert fd is not None
     os.close(fd)
+
+
+def test_a_pidfd_for_a_process_that_is_not_our_child_is_refused() -> None:
+    assert _pidfd.open_pidfd(os.getppid()) is None
+    assert _pidfd.pidfds_available()
 
 
 def test_fallback_signals_only_a_running_child() -> None:

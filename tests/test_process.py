@@ -217,14 +217,20 @@ def test_status_stolen_by_foreign_waitpid_is_recovered() -> None:
     assert status.rusage is None, "the kernel keeps no rusage for a stolen reap"
 
 
-def test_status_stolen_by_sigchld_ignored_is_recovered() -> None:
+def test_status_stolen_by_sigchld_ignored_is_recovered(each_backend: str) -> None:
     previous = signal.signal(signal.SIGCHLD, signal.SIG_IGN)
     try:
         process = tether.spawn(["sh", "-c", "kill -USR2 $$"])
-        status = process.wait(timeout=30)
+        try:
+            status: tether.Status | None = process.wait(timeout=30)
+        except tether.StatusUnknownError:
+            status = None
     finally:
         signal.signal(signal.SIGCHLD, previous)
-    assert status == tether.Signaled(signal.SIGUSR2)
+    if each_backend == "native":  # the pidfd exists from birth: the record is always there
+        assert status == tether.Signaled(signal.SIGUSR2)
+    else:  # the child may be reaped before pidfd_open: unknown then, never a wrong status
+        assert status in (tether.Signaled(signal.SIGUSR2), None)
 
 
 def test_unrecoverable_status_is_unknown_never_zero(monkeypatch: pytest.MonkeyPatch) -> None:

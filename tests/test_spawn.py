@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 
 import tether
+import tether._native
+import tether._spawn
 from tether import _pidfd
 
 PY = sys.executable
@@ -38,23 +40,59 @@ def test_each_backend_spawns_and_reports_itself(backend: str, pidfd_mode: str) -
     assert process.wait() == tether.Exited(3)
 
 
-def test_auto_prefers_posix_spawn_and_falls_back_to_fork(tmp_path: Path) -> None:
-    plain = tether.spawn(["true"])
-    in_dir = tether.spawn(["true"], cwd=tmp_path)
-    with_umask = tether.spawn(["true"], umask=0o22)
-    with_preexec = tether.spawn(["true"], preexec_fn=lambda: None)
-    assert plain.backend == "posix_spawn"
-    assert in_dir.backend == with_umask.backend == with_preexec.backend == "fork"
-    for process in (plain, in_dir, with_umask, with_preexec):
-        assert process.wait().success
+OPTION_CASES: list[tuple[str, dict[str, object], str, str]] = [
+    # (case, options, backend with the native spawner, backend without it)
+    ("plain", {}, "native", "posix_spawn"),
+    ("pipes and session", {"stdout": -1, "start_new_session": True}, "native", "posix_spawn"),
+    ("process group", {"process_group": 0}, "native", "posix_spawn"),
+    ("cwd", {"cwd": "/"}, "native", "fork"),
+    ("umask", {"umask": 0o22}, "native", "fork"),
+    ("limits", {"limits": tether.Limits(core=0)}, "native", "fork"),
+    ("pdeathsig", {"pdeathsig": signal.SIGTERM}, "native", "fork"),
+    ("no_new_privs", {"no_new_privs": True}, "native", "fork"),
+    ("user", {"user": os.getuid()}, "native", "fork"),
+    ("extra_groups", {"extra_groups": [os.getgid()]}, "native", "fork"),
+    ("preexec_fn", {"preexec_fn": lambda: None}, "fork", "fork"),
+]
 
 
 @pytest.mark.parametrize(
-    ("option", "value"), [("cwd", "/"), ("umask", 0o22), ("preexec_fn", lambda: None)]
+    ("options", "with_native", "without_native"),
+    [case[1:] for case in OPTION_CASES],
+    ids=[case[0] for case in OPTION_CASES],
 )
-def test_posix_spawn_refuses_what_it_cannot_do(option: str, value: object) -> None:
-    with pytest.raises(ValueError, match=f"cannot honour the {option} option"):
-        tether.spawn(["true"], backend="posix_spawn", **{option: value})  # type: ignore[arg-type]
+def test_auto_picks_the_fastest_backend_that_fits(
+    options: dict[str, object],
+    with_native: str,
+    without_native: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert tether._native.available, "the build must compile the native spawner here"
+    for expected in (with_native, without_native):
+        process = tether.spawn(["true"], **options)  # type: ignore[arg-type]
+        if process.stdout is not None:
+            process.stdout.close()
+        assert process.backend == expected
+        assert process.wait().success
+        monkeypatch.setattr(tether._spawn, "AUTO_ORDER", ("posix_spawn", "fork"))
+
+
+@pytest.mark.parametrize(
+    ("backend_name", "option", "value"),
+    [
+        ("posix_spawn", "cwd", "/"),
+        ("posix_spawn", "umask", 0o22),
+        ("posix_spawn", "preexec_fn", lambda: None),
+        ("posix_spawn", "limits", tether.Limits(core=0)),
+        ("posix_spawn", "user", 0),
+        ("native", "preexec_fn", lambda: None),
+    ],
+)
+def test_a_named_backend_refuses_what_it_cannot_do(
+    backend_name: str, option: str, value: object
+) -> None:
+    with pytest.raises(ValueError, match=f"{backend_name} backend cannot honour the {option}"):
+        tether.spawn(["true"], backend=backend_name, **{option: value})  # type: ignore[arg-type]
 
 
 def test_unknown_backend_is_a_value_error() -> None:
@@ -277,7 +315,7 @@ def test_pidfd_shortage_falls_back_for_that_child(monkeypatch: pytest.MonkeyPatc
         raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
 
     monkeypatch.setattr(os, "pidfd_open", no_more_fds)
-    process = tether.spawn(["sh", "-c", "exit 4"])
+    process = tether.spawn(["sh", "-c", "exit 4"], backend="posix_spawn")
     monkeypatch.undo()
     assert process.pidfd is None
     assert _pidfd.pidfds_available(), "a shortage must not disable pidfds for good"

@@ -5,6 +5,7 @@ signals go through it, so a recycled pid is never hit; statuses are decoded valu
 not magic integers. See the README and ``docs/`` for the guide.
 """
 
+from ._async import AsyncProcess, open_process, run_process
 from ._errors import (
     CalledProcessError,
     SpawnError,
@@ -13,19 +14,22 @@ from ._errors import (
     TimeoutExpired,
 )
 from ._process import DEFAULT_GRACE, Process, spawn
-from ._run import Completed, SpawnOptions, run
-from ._spawn import DEVNULL, PIPE, STDOUT
+from ._run import Completed, run
+from ._spawn import DEVNULL, PIPE, STDOUT, SpawnOptions
 from ._status import Continued, Exited, Rusage, Signaled, Status, Stopped, decode_status
+from .limits import Limits
 
 __all__ = [
     "DEFAULT_GRACE",
     "DEVNULL",
     "PIPE",
     "STDOUT",
+    "AsyncProcess",
     "CalledProcessError",
     "Completed",
     "Continued",
     "Exited",
+    "Limits",
     "Process",
     "Rusage",
     "Signaled",
@@ -37,7 +41,9 @@ __all__ = [
     "TetherError",
     "TimeoutExpired",
     "decode_status",
+    "open_process",
     "run",
+    "run_process",
     "spawn",
 ]
 

@@ -49,6 +49,7 @@ __all__ = [
     "wait_readable",
 ]
 
+_P_PIDFD = os.P_PIDFD
 _REFUSED = frozenset({errno.ENOSYS, errno.EPERM, errno.EACCES, errno.EOPNOTSUPP})
 _pidfds_refused = False
 
@@ -71,19 +72,32 @@ def reset_pidfd_probe() -> None:
 
 
 def open_pidfd(pid: int) -> int | None:
-    """Open a pidfd for our unreaped child *pid*, or return None to use the fallback.
+    """Open a pidfd for our child *pid*, or return None to use the fallback.
 
     A refusal that will not change (ENOSYS, EPERM) disables pidfds process-wide; a
-    shortage (EMFILE, ENFILE, ENOMEM) affects only this child.
+    shortage (EMFILE, ENFILE, ENOMEM) affects only this child. When the child was
+    reaped before we got here (``SIGCHLD`` ignored), its pid may already name a
+    stranger: a pidfd that does not name one of our children is closed again, and
+    the caller's fallback then reports the status as unknown.
     """
     if _pidfds_refused:
         return None
     try:
-        return os.pidfd_open(pid)
+        pidfd = os.pidfd_open(pid)
     except OSError as exc:
         if exc.errno in _REFUSED:
             disable_pidfds()
         return None
+    try:
+        os.waitid(_P_PIDFD, pidfd, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        os.close(pidfd)
+        return None
+    except OSError as exc:  # EINVAL: Linux 5.3 has pidfds but no P_PIDFD yet
+        if exc.errno != errno.EINVAL:
+            os.close(pidfd)
+            raise
+    return pidfd
 
 
 def signal_pidfd(pidfd: int, signum: int) -> bool:
@@ -116,7 +130,9 @@ def wait_readable(fd: int, timeout: float | None) -> bool:
 
 # --- reaping through the pidfd ------------------------------------------------------
 
-_P_PIDFD = 3
+_MACHINE = platform.machine()
+if ctypes.sizeof(ctypes.c_void_p) == 4:  # a 32-bit Python on a 64-bit kernel
+    _MACHINE = {"x86_64": "i686", "aarch64": "armv7l"}.get(_MACHINE, _MACHINE)
 _WAITID_SYSCALL = {
     "x86_64": 247,
     "aarch64": 95,
@@ -130,7 +146,7 @@ _WAITID_SYSCALL = {
     "ppc64le": 272,
     "ppc64": 272,
     "s390x": 281,
-}.get(platform.machine())
+}.get(_MACHINE)
 
 
 class _SigInfo(ctypes.Structure):
@@ -163,13 +179,34 @@ class _Rusage(ctypes.Structure):
 _syscall = None if _WAITID_SYSCALL is None else ctypes.CDLL(None, use_errno=True).syscall
 
 
-def reap_pidfd(pidfd: int) -> Status | None:
-    """Reap the exited child behind *pidfd* without blocking.
+def reap_pidfd(pidfd: int, pid: int) -> Status | None:
+    """Reap the exited child *pid* behind *pidfd* without blocking.
 
     Returns None while it is still running (or only stopped). Raises
     ``ChildProcessError`` when it was already reaped by someone else: see
-    :func:`recover_exit_status`.
+    :func:`recover_exit_status`. Linux 5.3 has pidfds but not ``P_PIDFD`` (5.4);
+    there the child is reaped by pid, which is safe while it is unreaped.
     """
+    if _waitid_refuses_pidfds:
+        return reap_pid(pid)
+    try:
+        return _reap_pidfd(pidfd)
+    except OSError as exc:
+        if exc.errno != errno.EINVAL:
+            raise
+    _refuse_waitid_pidfds()
+    return reap_pid(pid)
+
+
+_waitid_refuses_pidfds = False
+
+
+def _refuse_waitid_pidfds() -> None:
+    global _waitid_refuses_pidfds
+    _waitid_refuses_pidfds = True
+
+
+def _reap_pidfd(pidfd: int) -> Status | None:
     if _syscall is None or _WAITID_SYSCALL is None:
         result = os.waitid(_P_PIDFD, pidfd, os.WEXITED | os.WNOHANG)
         return None if result is None else decode_waitid(result.si_code, result.si_status)

@@ -25,16 +25,16 @@ import signal as signals
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import IO
 
-from typing_extensions import Self, final
+from typing_extensions import Self, Unpack, final
 
 from . import _pidfd
 from ._errors import StatusUnknownError, TimeoutExpired
 from ._fallback import ExitNotifier
-from ._spawn import StdioOption, StrOrBytesPath, make_plan, start_child
+from ._spawn import SpawnOptions, StrOrBytesPath, make_plan, start_child
 from ._status import Status
 
 DEFAULT_GRACE = 5.0
@@ -53,7 +53,7 @@ class Process:
     pid: int
     """The child's pid. Never reused by tether after the reap."""
     backend: str
-    """The spawn backend that started the child (``"posix_spawn"`` or ``"fork"``)."""
+    """The spawn backend that started the child: ``"native"``, ``"posix_spawn"`` or ``"fork"``."""
     args: tuple[str, ...]
     """The argv the child was started with."""
     stdin: IO[bytes] | None
@@ -78,6 +78,7 @@ class Process:
     def _adopt(
         cls,
         pid: int,
+        pidfd: int | None,
         backend: str,
         args: tuple[str, ...],
         pipes: Mapping[int, int],
@@ -89,7 +90,7 @@ class Process:
         self._lock = threading.Lock()
         self._status = None
         self._lost = False
-        self._pidfd = _pidfd.open_pidfd(pid)
+        self._pidfd = _pidfd.open_pidfd(pid) if pidfd is None else pidfd
         self._exit_fd = self._pidfd
         self._notifier = None
         self._borrowers = 0
@@ -172,10 +173,10 @@ class Process:
     def stop(self, grace: float = DEFAULT_GRACE, signal: int = signals.SIGTERM) -> Status:
         """Stop the child and reap it: *signal*, up to *grace* seconds, then SIGKILL.
 
-        The grace period is a ceiling: a child that exits at once returns at once. A
-        stopped child is sent SIGCONT after *signal* so that it can act on it. If the
-        wait is interrupted (KeyboardInterrupt, ...), the child is killed and reaped
-        before the exception propagates.
+        The grace period is a ceiling: a child that exits at once returns at once.
+        SIGCONT follows *signal* (as systemd does) so that a stopped child can act on
+        it. If the wait is interrupted (KeyboardInterrupt, ...), the child is killed
+        and reaped before the exception propagates.
         """
         if grace < 0:
             raise ValueError(f"grace must not be negative, not {grace}")
@@ -189,9 +190,12 @@ class Process:
             return self.wait(grace)
         except TimeoutExpired:
             pass
+        except StatusUnknownError:
+            raise  # nothing left to stop
         except BaseException:
             self.kill()
-            self.wait()
+            with contextlib.suppress(StatusUnknownError):
+                self.wait()
             raise
         self.kill()
         return self.wait()
@@ -252,7 +256,7 @@ class Process:
             raise StatusUnknownError(self.pid, self.args)
         try:
             if self._pidfd is not None:
-                status = _pidfd.reap_pidfd(self._pidfd)
+                status = _pidfd.reap_pidfd(self._pidfd, self.pid)
             else:
                 status = _pidfd.reap_pid(self.pid)
         except ChildProcessError:
@@ -294,49 +298,20 @@ class Process:
         self._exit_fd = None
 
 
-def spawn(
-    argv: Iterable[StrOrBytesPath],
-    *,
-    backend: str = "auto",
-    executable: StrOrBytesPath | None = None,
-    env: Mapping[str, str] | Mapping[bytes, bytes] | None = None,
-    cwd: StrOrBytesPath | None = None,
-    stdin: StdioOption = None,
-    stdout: StdioOption = None,
-    stderr: StdioOption = None,
-    pass_fds: Iterable[int] = (),
-    start_new_session: bool = False,
-    process_group: int | None = None,
-    umask: int | None = None,
-    preexec_fn: Callable[[], object] | None = None,
-    restore_signals: bool = True,
-) -> Process:
+def spawn(argv: Iterable[StrOrBytesPath], **options: Unpack[SpawnOptions]) -> Process:
     """Start *argv* as a child process and return its :class:`Process` handle.
 
     Options are validated before anything is created: bad input raises
     ``ValueError``/``TypeError``, a program that cannot run raises
     :class:`tether.SpawnError`, and a failed spawn leaves no process, zombie or fd
-    behind. See the user guide for every option; ``backend`` is ``"auto"`` (the
-    fastest backend that supports the options), ``"posix_spawn"`` or ``"fork"``.
+    behind. ``backend`` is ``"auto"`` (the fastest backend that supports the
+    options), ``"native"``, ``"posix_spawn"`` or ``"fork"``; every other option is
+    described in the user guide.
     """
-    plan = make_plan(
-        argv,
-        executable=executable,
-        env=env,
-        cwd=cwd,
-        stdin=stdin,
-        stdout=stdout,
-        stderr=stderr,
-        pass_fds=pass_fds,
-        start_new_session=start_new_session,
-        process_group=process_group,
-        umask=umask,
-        preexec_fn=preexec_fn,
-        restore_signals=restore_signals,
-    )
-    pid, backend_name, stdio = start_child(plan, backend)
+    plan = make_plan(argv, **options)
+    pid, pidfd, backend_name, stdio = start_child(plan, options.get("backend", "auto"))
     try:
-        return Process._adopt(pid, backend_name, plan.args, stdio.parent_ends)
+        return Process._adopt(pid, pidfd, backend_name, plan.args, stdio.parent_ends)
     except BaseException:
         stdio.close_all()
         _kill_and_reap(pid)

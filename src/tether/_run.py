@@ -4,7 +4,8 @@ Output is read and input written through one ``poll`` loop over the pipes, so a
 child that fills its stdout pipe while we still write its stdin cannot deadlock us,
 and a child that never reads its stdin (EPIPE) does not fail the run. On timeout
 the child is stopped (signal, grace, SIGKILL) and reaped, and the output read so
-far rides on the exception; nothing waits for a grandchild that still holds a pipe.
+far rides on the exception. Once the child exits, its pipes are drained of what it
+wrote and the run ends: nothing waits for a grandchild that still holds a pipe.
 """
 
 from __future__ import annotations
@@ -13,36 +14,18 @@ import contextlib
 import os
 import selectors
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import IO, TypedDict, cast
+from typing import IO, cast
 
 from typing_extensions import Unpack, final
 
-from ._errors import CalledProcessError, TimeoutExpired
+from ._errors import CalledProcessError, StatusUnknownError, TimeoutExpired
 from ._process import DEFAULT_GRACE, Process, spawn
-from ._spawn import PIPE, StdioOption, StrOrBytesPath
+from ._spawn import PIPE, SpawnOptions, StrOrBytesPath
 from ._status import Status
 
 _CHUNK = 65536
-
-
-class SpawnOptions(TypedDict, total=False):
-    """The keyword options of :func:`tether.spawn`, for functions that pass them on."""
-
-    backend: str
-    executable: StrOrBytesPath | None
-    env: Mapping[str, str] | Mapping[bytes, bytes] | None
-    cwd: StrOrBytesPath | None
-    stdin: StdioOption
-    stdout: StdioOption
-    stderr: StdioOption
-    pass_fds: Iterable[int]
-    start_new_session: bool
-    process_group: int | None
-    umask: int | None
-    preexec_fn: Callable[[], object] | None
-    restore_signals: bool
 
 
 @final
@@ -94,16 +77,21 @@ def run(
         _claim(options, "stderr", "capture")
         options["stdout"] = options["stderr"] = PIPE
     deadline = None if timeout is None else time.monotonic() + timeout
-    with spawn(argv, **options) as process:
-        exchange = _Exchange(process, input)
-        try:
-            exchange.run_until(deadline)
-            status = process.wait(_remaining(deadline))
-        except TimeoutExpired:
-            process.stop(grace)
-            raise TimeoutExpired(
-                process.args, timeout or 0.0, exchange.output(1), exchange.output(2)
-            ) from None
+    process = spawn(argv, **options)
+    exchange = _Exchange(process, input)
+    try:
+        exchange.run_until(deadline)
+        status = process.wait(_remaining(deadline))
+    except TimeoutExpired:
+        _stop(process, grace)
+        raise TimeoutExpired(
+            process.args, timeout or 0.0, exchange.output(1), exchange.output(2)
+        ) from None
+    except BaseException:
+        _stop(process, grace)
+        raise
+    finally:
+        exchange.close()
     completed = Completed(process.args, status, exchange.output(1), exchange.output(2))
     if check:
         completed.check_returncode()
@@ -119,14 +107,30 @@ def _remaining(deadline: float | None) -> float | None:
     return None if deadline is None else max(0.0, deadline - time.monotonic())
 
 
+def _stop(process: Process, grace: float) -> None:
+    with contextlib.suppress(StatusUnknownError):  # gone already: nothing to stop
+        process.stop(grace)
+
+
+_EXITED = -1
+
+
 class _Exchange:
-    """Writes a child's input and reads its output until every pipe is done."""
+    """Writes a child's input and reads its output until the pipes close or it exits.
+
+    Once the child has exited, everything it wrote is in the pipe buffers (had it
+    written more, it would have blocked until we read), so the pipes are drained
+    without waiting for an end-of-file that a grandchild holding them may delay
+    for ever.
+    """
 
     def __init__(self, process: Process, input: bytes | None) -> None:
+        self._process = process
         self._selector = selectors.PollSelector()
         self._chunks: dict[int, list[bytes]] = {}
         self._input = memoryview(input or b"")
         self._written = 0
+        self._pipes = [pipe for pipe in (process.stdin, process.stdout, process.stderr) if pipe]
         if process.stdin is not None:
             if self._input:
                 os.set_blocking(process.stdin.fileno(), False)
@@ -143,22 +147,52 @@ class _Exchange:
         chunks = self._chunks.get(target)
         return None if chunks is None else b"".join(chunks)
 
+    def close(self) -> None:
+        """Close every pipe to the child."""
+        self._selector.close()
+        for pipe in self._pipes:
+            _close_input(pipe)
+
     def run_until(self, deadline: float | None) -> None:
-        """Move data until every pipe is closed; raise TimeoutExpired at *deadline*."""
+        """Move data until the pipes close or the child exits; TimeoutExpired at *deadline*."""
+        if not self._selector.get_map():
+            return
+        exit_fd = self._process._borrow_exit_fd()
         try:
-            while self._selector.get_map():
-                timeout = _remaining(deadline)
-                ready = self._selector.select(timeout)
-                if not ready and timeout is not None and timeout <= 0:
-                    raise TimeoutExpired((), 0.0)
-                for key, _ in ready:
-                    pipe = cast("IO[bytes]", key.fileobj)
-                    if key.data == 0:
-                        self._write(pipe)
-                    else:
-                        self._read(pipe, key.data)
+            if exit_fd is not None:
+                self._selector.register(exit_fd, selectors.EVENT_READ, _EXITED)
+            self._pump(deadline, watched=0 if exit_fd is None else 1)
         finally:
-            self._selector.close()
+            if exit_fd is not None:
+                self._selector.unregister(exit_fd)
+                self._process._return_exit_fd()
+
+    def _pump(self, deadline: float | None, watched: int) -> None:
+        while len(self._selector.get_map()) > watched:
+            timeout = _remaining(deadline)
+            ready = self._selector.select(timeout)
+            if not ready and timeout is not None and timeout <= 0:
+                raise TimeoutExpired((), 0.0)
+            for key, _ in ready:
+                if key.data == _EXITED:
+                    self._drain(deadline)
+                    return
+                pipe = cast("IO[bytes]", key.fileobj)
+                if key.data == 0:
+                    self._write(pipe)
+                else:
+                    self._read(pipe, key.data)
+
+    def _drain(self, deadline: float | None) -> None:
+        for key in list(self._selector.get_map().values()):
+            if key.data in (0, _EXITED):
+                continue
+            pipe = cast("IO[bytes]", key.fileobj)
+            os.set_blocking(pipe.fileno(), False)
+            with contextlib.suppress(BlockingIOError):
+                while self._read(pipe, key.data):
+                    if deadline is not None and time.monotonic() > deadline:
+                        raise TimeoutExpired((), 0.0)
 
     def _write(self, pipe: IO[bytes]) -> None:
         try:
@@ -171,13 +205,14 @@ class _Exchange:
             self._selector.unregister(pipe)
             _close_input(pipe)
 
-    def _read(self, pipe: IO[bytes], target: int) -> None:
+    def _read(self, pipe: IO[bytes], target: int) -> bool:
         data = os.read(pipe.fileno(), _CHUNK)
         if data:
             self._chunks[target].append(data)
-        else:
-            self._selector.unregister(pipe)
-            pipe.close()
+            return True
+        self._selector.unregister(pipe)
+        pipe.close()
+        return False
 
 
 def _close_input(pipe: IO[bytes]) -> None:

@@ -1,17 +1,32 @@
 """The spawn engine: plan the command, choose a backend, start the child.
 
-Each backend module offers ``NAME``, ``ineligible_reason(plan)`` and
-``spawn(plan, stdio) -> pid``. ``"auto"`` takes the first eligible backend in
-:data:`AUTO_ORDER`, fastest first; naming a backend that cannot honour the plan is
-a ``ValueError`` that says which option is in the way.
+Each backend module offers ``NAME``, ``AVAILABLE``, ``ineligible_reason(plan)`` and
+``spawn(plan, stdio) -> (pid, pidfd or None)``. ``"auto"`` takes the first eligible
+backend in :data:`AUTO_ORDER`, fastest first; naming a backend that cannot honour
+the plan is a ``ValueError`` that says which option is in the way.
+
+A child with ``pdeathsig`` is armed against the *thread* that spawns it, so one
+requested from any thread but the main thread is started by tether's long-lived
+spawner thread instead (see ``_spawner_thread``).
 """
 
 from __future__ import annotations
 
+import threading
 from types import ModuleType
 
-from . import _fork, _posix_spawn
-from ._plan import DEVNULL, PIPE, STDOUT, SpawnPlan, StdioOption, StrOrBytesPath, make_plan
+from . import _fork, _native, _posix_spawn
+from ._plan import (
+    DEVNULL,
+    PIPE,
+    STDOUT,
+    SpawnOptions,
+    SpawnPlan,
+    StdioOption,
+    StrOrBytesPath,
+    make_plan,
+)
+from ._spawner_thread import run_in_spawner_thread
 from ._stdio import ChildStdio, prepare_stdio
 
 __all__ = [
@@ -21,6 +36,7 @@ __all__ = [
     "PIPE",
     "STDOUT",
     "ChildStdio",
+    "SpawnOptions",
     "SpawnPlan",
     "StdioOption",
     "StrOrBytesPath",
@@ -29,8 +45,10 @@ __all__ = [
     "start_child",
 ]
 
-BACKENDS: dict[str, ModuleType] = {module.NAME: module for module in (_posix_spawn, _fork)}
-AUTO_ORDER: tuple[str, ...] = (_posix_spawn.NAME, _fork.NAME)
+BACKENDS: dict[str, ModuleType] = {module.NAME: module for module in (_native, _posix_spawn, _fork)}
+AUTO_ORDER: tuple[str, ...] = tuple(
+    module.NAME for module in (_native, _posix_spawn, _fork) if module.AVAILABLE
+)
 
 
 def choose_backend(plan: SpawnPlan, requested: str) -> ModuleType:
@@ -44,23 +62,28 @@ def choose_backend(plan: SpawnPlan, requested: str) -> ModuleType:
     if backend is None:
         choices = ", ".join(["auto", *BACKENDS])
         raise ValueError(f"unknown backend {requested!r}; choose one of {choices}")
+    if not backend.AVAILABLE:
+        raise ValueError(f"the {requested} backend was not built on this platform")
     reason = backend.ineligible_reason(plan)
     if reason is not None:
         raise ValueError(f"the {requested} backend cannot honour the {reason} option")
     return backend
 
 
-def start_child(plan: SpawnPlan, requested: str) -> tuple[int, str, ChildStdio]:
-    """Start *plan*; return the pid, the backend that ran, and our ends of its pipes.
-
-    Every fd made for the spawn is closed again when it fails.
+def start_child(plan: SpawnPlan, requested: str) -> tuple[int, int | None, str, ChildStdio]:
+    """Start *plan*; return the pid, its pidfd if the backend made one, the backend that
+    ran, and our ends of the child's pipes. Every fd made for the spawn is closed again
+    when it fails.
     """
     backend = choose_backend(plan, requested)
     stdio = prepare_stdio(plan)
     try:
-        pid: int = backend.spawn(plan, stdio)
+        if plan.pdeathsig and threading.current_thread() is not threading.main_thread():
+            pid, pidfd = run_in_spawner_thread(backend.spawn, plan, stdio)
+        else:
+            pid, pidfd = backend.spawn(plan, stdio)
     except BaseException:
         stdio.close_all()
         raise
     stdio.close_child_only()
-    return pid, backend.NAME, stdio
+    return pid, pidfd, backend.NAME, stdio

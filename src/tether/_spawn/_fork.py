@@ -14,7 +14,9 @@ sees as end-of-file. On failure the parent reaps the child before raising.
 
 from __future__ import annotations
 
+import ctypes
 import os
+import resource
 import signal
 
 from .._errors import SpawnError
@@ -22,8 +24,11 @@ from ._plan import SpawnPlan
 from ._stdio import ChildStdio
 
 NAME = "fork"
+AVAILABLE = True
 
 _FAILED_EXIT = 127
+_PR_SET_PDEATHSIG = 1
+_PR_SET_NO_NEW_PRIVS = 38
 _RESTORED_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
 
 
@@ -32,9 +37,10 @@ def ineligible_reason(plan: SpawnPlan) -> str | None:
     return None
 
 
-def spawn(plan: SpawnPlan, stdio: ChildStdio) -> int:
-    """Fork, set the child up as *plan* says, exec; return the pid or raise :class:`SpawnError`."""
+def spawn(plan: SpawnPlan, stdio: ChildStdio) -> tuple[int, int | None]:
+    """Fork, set the child up as *plan* says, exec; return the pid (no pidfd) or raise."""
     env = os.environ if plan.env is None else plan.env
+    parent = os.getpid()
     report_read, report_write = os.pipe()
     try:
         try:
@@ -42,7 +48,7 @@ def spawn(plan: SpawnPlan, stdio: ChildStdio) -> int:
         except OSError as exc:
             raise SpawnError(exc.errno, stage="fork", argv=plan.args) from None
         if pid == 0:
-            _child(plan, stdio, env, report_write)  # never returns
+            _child(plan, stdio, env, report_write, parent)  # never returns
         os.close(report_write)
         report_write = -1
         report = _read_all(report_read)
@@ -51,12 +57,13 @@ def spawn(plan: SpawnPlan, stdio: ChildStdio) -> int:
         if report_write != -1:
             os.close(report_write)
     if not report:
-        return pid
+        return pid, None
     os.waitpid(pid, 0)
     raise _decode_report(report, plan)
 
 
-def _child(plan: SpawnPlan, stdio: ChildStdio, env: object, report: int) -> None:
+def _child(plan: SpawnPlan, stdio: ChildStdio, env: object, report: int, parent: int) -> None:
+    cgroup_procs = stdio.cgroup_procs
     stage = "signals"
     try:
         signal.pthread_sigmask(signal.SIG_SETMASK, ())
@@ -75,13 +82,35 @@ def _child(plan: SpawnPlan, stdio: ChildStdio, env: object, report: int) -> None
         for fd in (*(target for _, target in stdio.fd_map), *plan.pass_fds):
             os.set_inheritable(fd, True)
         stage = "close_fds"
-        _close_fds_except(sorted({0, 1, 2, report, *plan.pass_fds}))
+        _close_fds_except(sorted({0, 1, 2, report, cgroup_procs, *plan.pass_fds} - {-1}))
         if plan.cwd is not None:
             stage = "chdir"
             os.chdir(plan.cwd)
         if plan.umask is not None:
-            stage = "umask"
             os.umask(plan.umask)
+        stage = "setrlimit"
+        for limit, soft, hard in plan.limits:
+            resource.setrlimit(limit, (soft, hard))
+        if cgroup_procs >= 0:
+            stage = "cgroup"
+            os.write(cgroup_procs, b"0")
+        if plan.pdeathsig:
+            stage = "pdeathsig"
+            _prctl(_PR_SET_PDEATHSIG, plan.pdeathsig)
+            if os.getppid() != parent:
+                os._exit(_FAILED_EXIT)
+        if plan.no_new_privs:
+            stage = "no_new_privs"
+            _prctl(_PR_SET_NO_NEW_PRIVS, 1)
+        if plan.groups is not None:
+            stage = "setgroups"
+            os.setgroups(plan.groups)
+        if plan.gid is not None:
+            stage = "setgid"
+            os.setresgid(plan.gid, plan.gid, plan.gid)
+        if plan.uid is not None:
+            stage = "setuid"
+            os.setresuid(plan.uid, plan.uid, plan.uid)
         if plan.preexec_fn is not None:
             stage = "preexec_fn"
             plan.preexec_fn()
@@ -96,6 +125,13 @@ def _child(plan: SpawnPlan, stdio: ChildStdio, env: object, report: int) -> None
             os._exit(_FAILED_EXIT)
     finally:
         os._exit(_FAILED_EXIT)
+
+
+def _prctl(option: int, value: int) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(option, ctypes.c_ulong(value), 0, 0, 0) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
 
 
 def _close_fds_except(keep: list[int]) -> None:

@@ -11,22 +11,56 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import grp
 import os
+import pwd
+import signal
 import stat
 import subprocess
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import IO, Any, TypeAlias
+from typing import IO, Any, TypeAlias, TypedDict
+
+from typing_extensions import Unpack
 
 from .._errors import SpawnError
+from ..limits import Limits
 
 PIPE = subprocess.PIPE
 STDOUT = subprocess.STDOUT
 DEVNULL = subprocess.DEVNULL
 
+_MAX_PID = 2**22  # PID_MAX_LIMIT on 64-bit Linux
+_NO_ID = 2**32 - 1  # (uid_t)-1 means "unchanged" to the kernel
+
 StrOrBytesPath: TypeAlias = "str | bytes | os.PathLike[str] | os.PathLike[bytes]"
 StdioOption: TypeAlias = "int | IO[Any] | None"
 """``None`` (inherit), ``PIPE``, ``DEVNULL``, ``STDOUT`` (stderr only), an fd or a file object."""
+
+
+class SpawnOptions(TypedDict, total=False):
+    """The keyword options of :func:`tether.spawn`; see the user guide for each."""
+
+    backend: str
+    executable: StrOrBytesPath | None
+    env: Mapping[str, str] | Mapping[bytes, bytes] | None
+    cwd: StrOrBytesPath | None
+    stdin: StdioOption
+    stdout: StdioOption
+    stderr: StdioOption
+    pass_fds: Iterable[int]
+    start_new_session: bool
+    process_group: int | None
+    umask: int | None
+    preexec_fn: Callable[[], object] | None
+    restore_signals: bool
+    limits: Limits | None
+    pdeathsig: int | None
+    no_new_privs: bool
+    user: int | str | None
+    group: int | str | None
+    extra_groups: Iterable[int | str] | None
+    cgroup: StrOrBytesPath | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,53 +88,83 @@ class SpawnPlan:
     umask: int | None
     preexec_fn: Callable[[], object] | None
     restore_signals: bool
+    limits: tuple[tuple[int, int, int], ...] = ()
+    """``(resource, soft, hard)`` triples to apply in the child."""
+    pdeathsig: int = 0
+    """The signal the child gets when the spawning thread dies; 0 for none."""
+    no_new_privs: bool = False
+    uid: int | None = None
+    gid: int | None = None
+    groups: tuple[int, ...] | None = None
+    """Supplementary groups to set; None leaves them as inherited."""
+    cgroup: bytes | None = None
+    """A cgroup directory whose ``cgroup.procs`` the child joins before exec."""
+
+    def needs(self) -> list[str]:
+        """The options in use that only some backends can honour."""
+        wanted = {
+            "cwd": self.cwd is not None,
+            "umask": self.umask is not None,
+            "preexec_fn": self.preexec_fn is not None,
+            "limits": bool(self.limits),
+            "pdeathsig": bool(self.pdeathsig),
+            "no_new_privs": self.no_new_privs,
+            "user": self.uid is not None,
+            "group": self.gid is not None,
+            "extra_groups": self.groups is not None,
+            "cgroup": self.cgroup is not None,
+        }
+        return [name for name, used in wanted.items() if used]
 
 
-def make_plan(
-    argv: Iterable[StrOrBytesPath],
-    *,
-    executable: StrOrBytesPath | None = None,
-    env: Mapping[str, str] | Mapping[bytes, bytes] | None = None,
-    cwd: StrOrBytesPath | None = None,
-    stdin: StdioOption = None,
-    stdout: StdioOption = None,
-    stderr: StdioOption = None,
-    pass_fds: Iterable[int] = (),
-    start_new_session: bool = False,
-    process_group: int | None = None,
-    umask: int | None = None,
-    preexec_fn: Callable[[], object] | None = None,
-    restore_signals: bool = True,
-) -> SpawnPlan:
+def make_plan(argv: Iterable[StrOrBytesPath], **options: Unpack[SpawnOptions]) -> SpawnPlan:
     """Validate and encode the options of a spawn; raise before anything is created."""
     if isinstance(argv, (str, bytes)):
         raise TypeError("argv must be a sequence of arguments, not a single string")
     encoded_argv = tuple(_encode(arg, "argv") for arg in argv)
     if not encoded_argv:
         raise ValueError("argv must not be empty")
+    env = options.get("env")
+    cwd = options.get("cwd")
+    executable = options.get("executable")
     encoded_env = None if env is None else _encode_env(env)
     encoded_cwd = None if cwd is None else _encode(cwd, "cwd")
     named = encoded_argv[0] if executable is None else _encode(executable, "executable")
     if not named:
         raise ValueError("the program name must not be empty")
     args = tuple(os.fsdecode(arg) for arg in encoded_argv)
-    program = resolve_program(named, _search_path(encoded_env), encoded_cwd, args)
+    start_new_session = bool(options.get("start_new_session", False))
+    process_group = options.get("process_group")
     if start_new_session and process_group is not None:
         raise ValueError(
             "start_new_session and process_group exclude each other: "
             "a new session already puts the child in a new process group"
         )
-    if process_group is not None and process_group < 0:
+    if process_group is not None and not 0 <= process_group <= _MAX_PID:
         raise ValueError(
             f"process_group must be 0 (a new group) or a group id, not {process_group}"
         )
+    umask = options.get("umask")
     if umask is not None and not 0 <= umask <= 0o777:
         raise ValueError(f"umask must be between 0 and 0o777, not {umask:#o}")
+    preexec_fn = options.get("preexec_fn")
     if preexec_fn is not None and not callable(preexec_fn):
         raise TypeError("preexec_fn must be callable")
-    fds = tuple(sorted({_check_fd(fd, "pass_fds") for fd in pass_fds}))
-    stdio = (_stdio(stdin, "stdin"), _stdio(stdout, "stdout"), _stdio(stderr, "stderr"))
+    fds = tuple(sorted({_check_fd(fd, "pass_fds") for fd in options.get("pass_fds", ())}))
+    stdio = (
+        _stdio(options.get("stdin"), "stdin"),
+        _stdio(options.get("stdout"), "stdout"),
+        _stdio(options.get("stderr"), "stderr"),
+    )
     _check_open((*stdio, *fds), args)
+    cgroup = options.get("cgroup")
+    extra_groups = options.get("extra_groups")
+    limits = _limits(options.get("limits"))
+    pdeathsig = _signal_number(options.get("pdeathsig"))
+    uid = _credential(options.get("user"), "user")
+    gid = _credential(options.get("group"), "group")
+    groups = None if extra_groups is None else tuple(_group_ids(extra_groups))
+    program = resolve_program(named, _search_path(encoded_env), encoded_cwd, args)
     return SpawnPlan(
         args=args,
         argv=encoded_argv,
@@ -116,8 +180,60 @@ def make_plan(
         process_group=process_group,
         umask=umask,
         preexec_fn=preexec_fn,
-        restore_signals=restore_signals,
+        restore_signals=bool(options.get("restore_signals", True)),
+        limits=limits,
+        pdeathsig=pdeathsig,
+        no_new_privs=bool(options.get("no_new_privs", False)),
+        uid=uid,
+        gid=gid,
+        groups=groups,
+        cgroup=None if cgroup is None else _encode(cgroup, "cgroup"),
     )
+
+
+def _limits(limits: Limits | None) -> tuple[tuple[int, int, int], ...]:
+    if limits is None:
+        return ()
+    if not isinstance(limits, Limits):
+        raise TypeError(f"limits must be a tether.Limits, not {limits!r}")
+    limits.check()
+    return tuple((resource, soft, hard) for _, resource, soft, hard in limits.items())
+
+
+def _signal_number(value: int | None) -> int:
+    if value is None or value == 0:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < signal.NSIG:
+        raise ValueError(f"pdeathsig must be a signal number, not {value!r}")
+    return int(value)
+
+
+def _credential(value: int | str | None, what: str) -> int | None:
+    """A uid (for ``user``) or gid (otherwise) from a name or a number."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise TypeError(f"{what} must be a name or a number, not {value!r}")
+    if isinstance(value, int):
+        if not 0 <= value < _NO_ID:
+            raise ValueError(f"{what} is out of range: {value}")
+        return value
+    try:
+        if what == "user":
+            return pwd.getpwnam(value).pw_uid
+        return grp.getgrnam(value).gr_gid
+    except KeyError:
+        kind = "user" if what == "user" else "group"
+        raise ValueError(f"unknown {kind} in {what}: {value!r}") from None
+
+
+def _group_ids(groups: Iterable[int | str]) -> Iterable[int]:
+    if isinstance(groups, (str, bytes)):
+        raise TypeError("extra_groups must be a sequence of groups, not a single string")
+    for group in groups:
+        gid = _credential(group, "extra_groups")
+        assert gid is not None
+        yield gid
 
 
 def resolve_program(

@@ -1,8 +1,9 @@
 """The ``posix_spawn`` backend: glibc's vfork-style spawn, no Python in the child.
 
-``os.posix_spawn`` cannot change directory, set a umask or run Python code, so a plan
-asking for ``cwd``, ``umask`` or ``preexec_fn`` is not eligible and ``auto`` moves on
-to the next backend. Everything else maps onto spawn attributes and file actions:
+``os.posix_spawn`` cannot change directory, set a umask, limits or credentials, or
+run Python code, so a plan asking for any of those is not eligible and ``auto``
+moves on to the next backend. Everything else maps onto spawn attributes and file
+actions:
 
 * the fd map becomes ``dup2`` actions (glibc and musl clear close-on-exec when source
   and target are equal, which is how ``pass_fds`` reach the child);
@@ -25,23 +26,19 @@ from ._plan import SpawnPlan
 from ._stdio import ChildStdio
 
 NAME = "posix_spawn"
+AVAILABLE = True
 
 _RESTORED_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
 
 
 def ineligible_reason(plan: SpawnPlan) -> str | None:
     """Why *plan* cannot use this backend, or None when it can."""
-    if plan.cwd is not None:
-        return "cwd"
-    if plan.umask is not None:
-        return "umask"
-    if plan.preexec_fn is not None:
-        return "preexec_fn"
-    return None
+    needs = plan.needs()
+    return needs[0] if needs else None
 
 
-def spawn(plan: SpawnPlan, stdio: ChildStdio) -> int:
-    """Start the child of *plan* and return its pid; raise :class:`SpawnError` on failure."""
+def spawn(plan: SpawnPlan, stdio: ChildStdio) -> tuple[int, int | None]:
+    """Start the child of *plan*; return its pid (and no pidfd), or raise :class:`SpawnError`."""
     keep = {0, 1, 2, *plan.pass_fds}
     actions: list[tuple[int, ...]] = [(os.POSIX_SPAWN_DUP2, src, dst) for src, dst in stdio.fd_map]
     actions.extend((os.POSIX_SPAWN_DUP2, fd, fd) for fd in plan.pass_fds if fd > 2)
@@ -55,11 +52,12 @@ def spawn(plan: SpawnPlan, stdio: ChildStdio) -> int:
     if plan.process_group is not None:
         options["setpgroup"] = plan.process_group
     try:
-        return os.posix_spawn(
+        pid = os.posix_spawn(
             plan.program, plan.argv, os.environ if plan.env is None else plan.env, **options
         )
     except OSError as exc:
         raise _spawn_error(exc, plan) from None
+    return pid, None
 
 
 def _inheritable_fds() -> list[int]:

@@ -13,6 +13,7 @@ import fcntl
 import os
 from dataclasses import dataclass, field
 
+from .._errors import SpawnError
 from ._plan import DEVNULL, PIPE, STDOUT, SpawnPlan
 
 
@@ -26,6 +27,8 @@ class ChildStdio:
     """Our end of each pipe, by the child's fd number (0, 1, 2)."""
     child_only: list[int] = field(default_factory=list)
     """fds the parent closes as soon as the child exists."""
+    cgroup_procs: int = -1
+    """The ``cgroup.procs`` file the child writes itself into; -1 for none."""
 
     def close_child_only(self) -> None:
         """Close what only the child needed (after a spawn, successful or not)."""
@@ -53,6 +56,9 @@ def prepare_stdio(plan: SpawnPlan) -> ChildStdio:
 
 
 def _fill(stdio: ChildStdio, plan: SpawnPlan) -> None:
+    if plan.cgroup is not None:
+        stdio.cgroup_procs = _open_cgroup_procs(plan)
+        stdio.child_only.append(stdio.cgroup_procs)
     sources: dict[int, int] = {}
     devnull: int | None = None
     for target, spec in ((0, plan.stdin), (1, plan.stdout), (2, plan.stderr)):
@@ -78,3 +84,14 @@ def _fill(stdio: ChildStdio, plan: SpawnPlan) -> None:
             source = fcntl.fcntl(source, fcntl.F_DUPFD_CLOEXEC, 3)
             stdio.child_only.append(source)
         stdio.fd_map.append((source, target))
+
+
+def _open_cgroup_procs(plan: SpawnPlan) -> int:
+    assert plan.cgroup is not None
+    path = os.path.join(plan.cgroup, b"cgroup.procs")
+    try:
+        return os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise SpawnError(
+            exc.errno, filename=os.fsdecode(path), stage="cgroup", argv=plan.args
+        ) from None

@@ -1,0 +1,405 @@
+"""``tether.open_process``, ``tether.run_process`` and ``tether.AsyncProcess`` (anyio).
+
+The async handle is a thin coat over the synchronous :class:`tether.Process`: the
+spawn is the same (it has no await point), and so are the reap, the signals and the
+cached status. Only the waiting differs. A waiting task borrows the fd that turns
+readable when the child exits (its pidfd) and awaits it with
+``anyio.wait_readable``, so asyncio and trio both work without a child watcher, a
+SIGCHLD handler or a thread. An event loop lets only one task wait on a given fd,
+so when several tasks wait for the same child one of them watches the fd and the
+others wait for it to finish; if the watcher is cancelled, another takes over.
+Without pidfds the borrowed fd is a pipe fed by a watcher thread (see
+``_fallback``), one per waited child.
+
+Pipes become anyio byte streams over the raw, non-blocking fds: reads and writes
+wait with ``anyio.wait_readable``/``wait_writable``, again without threads.
+
+Cancellation is meant to be boring. Cancelling :meth:`AsyncProcess.wait` only
+abandons the wait: the fd is given back, the child keeps running, and a later
+``wait()`` reaps it. Leaving ``async with`` by cancellation (or by any exception),
+or cancelling :func:`run_process`, stops the child (the stop signal, the grace
+period, SIGKILL) and reaps it inside a shielded scope before the cancellation goes
+on, so no cancelled scope leaves a child behind. :meth:`AsyncProcess.stop` is
+shielded as a whole for the same reason; should the wait inside it be interrupted
+all the same (a ``KeyboardInterrupt``, or a native asyncio ``Task.cancel``, which
+anyio shields cannot hold off), the child is killed and reaped synchronously before
+the exception propagates. :func:`open_process` checks for cancellation before it
+spawns and not after, so a cancelled caller never receives (or loses) a child. A
+:func:`run_process` timeout becomes :class:`tether.TimeoutExpired`; a cancellation
+from outside stays a cancellation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import signal as signals
+from collections.abc import Iterable
+from types import TracebackType
+from typing import IO
+
+import anyio
+import anyio.lowlevel
+from anyio.abc import ByteReceiveStream, ByteSendStream
+from typing_extensions import Self, Unpack, final
+
+from ._errors import StatusUnknownError, TimeoutExpired
+from ._process import DEFAULT_GRACE, Process, spawn
+from ._run import Completed, _claim
+from ._spawn import PIPE, SpawnOptions, StrOrBytesPath
+from ._status import Status
+
+__all__ = ["AsyncProcess", "open_process", "run_process"]
+
+_CHUNK = 65536
+
+
+class _PipeEnd:
+    """Owns one parent end of a pipe, switched to non-blocking mode."""
+
+    def __init__(self, raw: io.FileIO) -> None:
+        self._raw = raw  # the only owner: closing it closes the fd, once
+        self._fd = raw.fileno()
+        os.set_blocking(self._fd, False)
+
+    def fileno(self) -> int:
+        """The pipe's fd (do not close it yourself)."""
+        return self._fd
+
+    def _open_fd(self) -> int:
+        if self._raw.closed:
+            raise anyio.ClosedResourceError
+        return self._fd
+
+    def _close(self) -> None:
+        if not self._raw.closed:
+            anyio.notify_closing(self._fd)  # wakes a task blocked on it
+            self._raw.close()
+
+    async def aclose(self) -> None:
+        """Close the pipe; a task blocked on it gets ``anyio.ClosedResourceError``."""
+        self._close()
+        await anyio.lowlevel.checkpoint()
+
+
+@final
+class _PipeReceiveStream(_PipeEnd, ByteReceiveStream):
+    """The read end of a pipe from the child, as an anyio byte stream."""
+
+    async def receive(self, max_bytes: int = _CHUNK) -> bytes:
+        """Return up to *max_bytes* bytes; raise ``anyio.EndOfStream`` at end of file."""
+        if max_bytes < 1:
+            raise ValueError(f"max_bytes must be positive, not {max_bytes}")
+        await anyio.lowlevel.checkpoint_if_cancelled()
+        waited = False
+        while True:
+            try:
+                data = os.read(self._open_fd(), max_bytes)
+            except BlockingIOError:
+                await anyio.wait_readable(self._fd)
+                waited = True
+                continue
+            if not waited:
+                await anyio.lowlevel.cancel_shielded_checkpoint()
+            if not data:
+                raise anyio.EndOfStream
+            return data
+
+
+@final
+class _PipeSendStream(_PipeEnd, ByteSendStream):
+    """The write end of a pipe to the child, as an anyio byte stream."""
+
+    async def send(self, item: bytes) -> None:
+        """Write all of *item*; raise ``anyio.BrokenResourceError`` if the child closed its end."""
+        await anyio.lowlevel.checkpoint_if_cancelled()
+        view = memoryview(item).cast("B")
+        waited = False
+        while view:
+            try:
+                written = os.write(self._open_fd(), view)
+            except BlockingIOError:
+                await anyio.wait_writable(self._fd)
+                waited = True
+                continue
+            except BrokenPipeError as exc:
+                raise anyio.BrokenResourceError from exc
+            view = view[written:]
+        if not waited:
+            await anyio.lowlevel.cancel_shielded_checkpoint()
+
+
+def _take_raw(pipe: IO[bytes] | None) -> io.FileIO | None:
+    if pipe is None:
+        return None
+    assert isinstance(pipe, io.BufferedIOBase), "spawn() opens pipes buffered"
+    raw = pipe.detach()  # the buffered object lets go of the fd without closing it
+    assert isinstance(raw, io.FileIO)
+    return raw
+
+
+@final
+class AsyncProcess:
+    """A child process started by :func:`tether.open_process`.
+
+    The same guarantees as :class:`tether.Process` (one reap, signals only before it,
+    a cached status), with awaitable waits and anyio byte streams for the pipes.
+    Used as ``async with``, it stops the child (:meth:`stop`) and closes the pipes on
+    exit, whatever the reason for leaving, cancellation included.
+    """
+
+    stdin: ByteSendStream | None
+    """Stream to the child's stdin when opened with ``stdin=PIPE``; ``aclose()`` sends EOF."""
+    stdout: ByteReceiveStream | None
+    """Stream from the child's stdout when opened with ``stdout=PIPE``."""
+    stderr: ByteReceiveStream | None
+    """Stream from the child's stderr when opened with ``stderr=PIPE``."""
+
+    _process: Process
+    _pipes: tuple[_PipeEnd, ...]
+    _watch: anyio.Event | None
+
+    def __init__(self) -> None:
+        raise TypeError("AsyncProcess handles are created by tether.open_process()")
+
+    @classmethod
+    def _wrap(cls, process: Process) -> AsyncProcess:
+        self = object.__new__(cls)
+        self._process = process
+        self._watch = None
+        stdin, stdout, stderr = (
+            _take_raw(p) for p in (process.stdin, process.stdout, process.stderr)
+        )
+        process.stdin = process.stdout = process.stderr = None
+        self.stdin = None if stdin is None else _PipeSendStream(stdin)
+        self.stdout = None if stdout is None else _PipeReceiveStream(stdout)
+        self.stderr = None if stderr is None else _PipeReceiveStream(stderr)
+        self._pipes = tuple(
+            s for s in (self.stdin, self.stdout, self.stderr) if isinstance(s, _PipeEnd)
+        )
+        return self
+
+    @property
+    def pid(self) -> int:
+        """The child's pid. Never reused by tether after the reap."""
+        return self._process.pid
+
+    @property
+    def pidfd(self) -> int | None:
+        """The child's pidfd while it is unreaped; None after the reap or without pidfds."""
+        return self._process.pidfd
+
+    @property
+    def backend(self) -> str:
+        """The spawn backend that started the child."""
+        return self._process.backend
+
+    @property
+    def args(self) -> tuple[str, ...]:
+        """The argv the child was started with."""
+        return self._process.args
+
+    @property
+    def status(self) -> Status | None:
+        """The decoded exit status once reaped, else None. Does not reap."""
+        return self._process.status
+
+    @property
+    def returncode(self) -> int | None:
+        """The subprocess-style return code once reaped (negative for a signal), else None."""
+        return self._process.returncode
+
+    def poll(self) -> Status | None:
+        """Reap the child if it has exited and return its status; None while it runs."""
+        return self._process.poll()
+
+    async def wait(self) -> Status:
+        """Wait until the child exits, reap it and return its status.
+
+        Any number of tasks may wait at once; all get the same status. Cancelling a
+        wait leaves the child running and reapable. Use ``anyio.fail_after`` or
+        ``anyio.move_on_after`` for a timeout.
+        """
+        status = self._process.poll()
+        if status is not None:
+            await anyio.lowlevel.checkpoint()
+            return status
+        while status is None:
+            watch = self._watch
+            if watch is not None:
+                await watch.wait()  # another task watches the fd; take over if it gives up
+            else:
+                await self._watch_exit_fd()
+            status = self._process.poll()
+        return status
+
+    async def _watch_exit_fd(self) -> None:
+        watch = self._watch = anyio.Event()
+        try:
+            fd = self._process._borrow_exit_fd()
+            if fd is None:  # reaped (or found lost) meanwhile
+                return
+            try:
+                await anyio.wait_readable(fd)
+            finally:
+                self._process._return_exit_fd()
+        finally:
+            self._watch = None
+            watch.set()
+
+    def send_signal(self, signal: int) -> None:
+        """Send *signal* to the child; a no-op once it has been reaped."""
+        self._process.send_signal(signal)
+
+    def terminate(self) -> None:
+        """Send SIGTERM; a no-op once the child has been reaped."""
+        self._process.terminate()
+
+    def kill(self) -> None:
+        """Send SIGKILL; a no-op once the child has been reaped."""
+        self._process.kill()
+
+    async def stop(self, grace: float = DEFAULT_GRACE, signal: int = signals.SIGTERM) -> Status:
+        """Stop the child and reap it: *signal*, up to *grace* seconds, then SIGKILL.
+
+        A stopped child is sent SIGCONT after *signal*. The whole stop is shielded
+        from cancellation: a cancelled caller still gets its child reaped, and the
+        cancellation is delivered at its next checkpoint.
+        """
+        if grace < 0:
+            raise ValueError(f"grace must not be negative, not {grace}")
+        with anyio.CancelScope(shield=True):
+            try:
+                return await self._stop(grace, signal)
+            except BaseException:  # interrupted all the same: do not leave a child behind
+                with contextlib.suppress(StatusUnknownError):
+                    self._process.kill()
+                    self._process.wait()
+                raise
+        raise AssertionError("unreachable: a shield without a deadline never swallows")
+
+    async def _stop(self, grace: float, signal: int) -> Status:
+        status = self._process.poll()
+        if status is not None:
+            return status
+        self.send_signal(signal)
+        if signal not in (signals.SIGKILL, signals.SIGCONT):
+            self.send_signal(signals.SIGCONT)
+        with anyio.move_on_after(grace):
+            return await self.wait()
+        self.kill()
+        return await self.wait()
+
+    async def _shutdown(self, grace: float) -> None:
+        try:
+            with contextlib.suppress(StatusUnknownError):  # gone; wait() says what happened
+                await self.stop(grace)
+        finally:
+            for pipe in self._pipes:
+                pipe._close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self._shutdown(DEFAULT_GRACE)
+
+    def __repr__(self) -> str:
+        return repr(self._process).replace("<tether.Process", "<tether.AsyncProcess", 1)
+
+
+async def open_process(
+    argv: Iterable[StrOrBytesPath], **options: Unpack[SpawnOptions]
+) -> AsyncProcess:
+    """Start *argv* as a child process and return its :class:`AsyncProcess` handle.
+
+    Takes the options of :func:`tether.spawn`; piped stdio becomes anyio byte
+    streams. Cancellation is checked before the spawn, never after it, so a
+    cancelled caller is never left with a child it cannot see.
+    """
+    await anyio.lowlevel.checkpoint()
+    process = spawn(argv, **options)
+    try:
+        return AsyncProcess._wrap(process)
+    except BaseException:
+        process.kill()
+        process.wait()
+        process.__exit__(None, None, None)
+        raise
+
+
+async def run_process(
+    argv: Iterable[StrOrBytesPath],
+    *,
+    input: bytes | None = None,
+    capture: bool = False,
+    check: bool = False,
+    timeout: float | None = None,
+    grace: float = DEFAULT_GRACE,
+    **options: Unpack[SpawnOptions],
+) -> Completed:
+    """Run *argv* to completion and return a :class:`tether.Completed`.
+
+    The async twin of :func:`tether.run`: ``input`` is written to the child's stdin
+    (then closed) while ``capture=True`` collects stdout and stderr, concurrently.
+    After *timeout* seconds the child is stopped (stop signal, *grace* seconds,
+    SIGKILL), reaped, and :class:`tether.TimeoutExpired` raised with the output read
+    so far. ``check=True`` raises :class:`tether.CalledProcessError` for an
+    unsuccessful status. If the caller is cancelled, the child is stopped the same
+    way and reaped before the cancellation propagates.
+    """
+    if grace < 0:
+        raise ValueError(f"grace must not be negative, not {grace}")
+    if input is not None:
+        _claim(options, "stdin", "input")
+        options["stdin"] = PIPE
+    if capture:
+        _claim(options, "stdout", "capture")
+        _claim(options, "stderr", "capture")
+        options["stdout"] = options["stderr"] = PIPE
+    chunks: dict[int, list[bytes]] = {}
+
+    def output(target: int) -> bytes | None:
+        parts = chunks.get(target)
+        return None if parts is None else b"".join(parts)
+
+    process = await open_process(argv, **options)
+    try:  # nothing awaits between the spawn and here
+        with anyio.move_on_after(timeout) as deadline:
+            async with anyio.create_task_group() as tasks:
+                if process.stdin is not None:
+                    tasks.start_soon(_feed, process.stdin, input or b"")
+                for target, stream in ((1, process.stdout), (2, process.stderr)):
+                    if stream is not None:
+                        tasks.start_soon(_collect, stream, chunks.setdefault(target, []))
+            status = await process.wait()
+        if deadline.cancelled_caught:
+            await process._shutdown(grace)
+            await anyio.lowlevel.checkpoint_if_cancelled()  # an outer cancel stays one
+            raise TimeoutExpired(process.args, timeout or 0.0, output(1), output(2))
+    finally:
+        await process._shutdown(grace)
+    completed = Completed(process.args, status, output(1), output(2))
+    if check:
+        completed.check_returncode()
+    return completed
+
+
+async def _feed(stream: ByteSendStream, data: bytes) -> None:
+    # On cancellation or error the pipes stay open until the child is stopped (_shutdown).
+    with contextlib.suppress(anyio.BrokenResourceError):  # the child wants no more input
+        if data:
+            await stream.send(data)
+    await stream.aclose()
+
+
+async def _collect(stream: ByteReceiveStream, into: list[bytes]) -> None:
+    async for data in stream:
+        into.append(data)
+    await stream.aclose()

@@ -1,0 +1,33 @@
+"""The native spawner (``_spawner.c``), when the build could compile it.
+
+This is the one place that knows whether it exists: ``available`` is false on a
+platform where the optional extension was not built, and tether then runs on its
+pure-Python backends (``posix_spawn`` and ``fork``) with the same behaviour, only
+slower and without the options that need C in the child (see the user guide).
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+spawner: ModuleType | None
+try:
+    spawner = importlib.import_module("tether._native._spawner")
+except ImportError:  # pragma: no cover - exercised only where the build failed
+    spawner = None
+
+available = spawner is not None
+"""Whether the C spawner extension was built and imported."""
+
+
+def clone_pidfd_used() -> bool | None:
+    """Whether ``clone(CLONE_PIDFD)`` delivered the pidfds (None before the first spawn).
+
+    False means the kernel refused it and the spawner opens each pidfd with
+    ``pidfd_open`` right after the clone instead.
+    """
+    if spawner is None:
+        return None
+    result: bool | None = spawner.clone_pidfd()
+    return result

@@ -1,0 +1,606 @@
+/*
+ * tether's native spawner: a vfork-style clone, the child set up in C, then execve.
+ *
+ * The child is created with clone(CLONE_VM | CLONE_VFORK | CLONE_PIDFD): it shares
+ * our memory (nothing is copied, so the cost does not grow with the parent's heap),
+ * the calling thread sleeps until the child has exec'd or exited, and the kernel
+ * hands back a pidfd that names the child from birth. When CLONE_PIDFD is refused
+ * (kernels before 5.2, some seccomp profiles) the child is cloned without it and a
+ * pidfd is opened right after, while the unreaped child still holds its pid.
+ *
+ * Between clone and execve the child runs on its own small stack, in the parent's
+ * memory, and may only make system calls: no malloc, no locks, no Python. Every
+ * signal is blocked in the calling thread across the clone, so no parent signal
+ * handler can run in the child before the child has reset them. Failures are
+ * written into the shared argument block (errno and the stage that failed); the
+ * parent reads them after the clone returns, reaps the failed child and reports.
+ *
+ * Order of the child's steps, where it matters: signal handlers reset, setsid or
+ * setpgid, fd map (dup2), closing every fd not kept, chdir, umask, rlimits, cgroup
+ * placement, PR_SET_PDEATHSIG with a getppid() re-check, PR_SET_NO_NEW_PRIVS,
+ * setgroups/setgid/setuid, signal mask emptied, execve.
+ */
+#define _GNU_SOURCE
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <limits.h>
+#include <sched.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#ifndef CLONE_PIDFD
+#define CLONE_PIDFD 0x00001000
+#endif
+#ifndef SYS_pidfd_open
+#define SYS_pidfd_open 434
+#endif
+#ifndef SYS_close_range
+#define SYS_close_range 436
+#endif
+
+extern char **environ;
+
+#define CHILD_STACK_SIZE (64 * 1024)
+
+enum stage {
+    STAGE_NONE = 0,
+    STAGE_SIGNALS,
+    STAGE_SETSID,
+    STAGE_SETPGID,
+    STAGE_FD_MAP,
+    STAGE_CLOSE_FDS,
+    STAGE_CHDIR,
+    STAGE_RLIMIT,
+    STAGE_CGROUP,
+    STAGE_PDEATHSIG,
+    STAGE_NO_NEW_PRIVS,
+    STAGE_SETGROUPS,
+    STAGE_SETGID,
+    STAGE_SETUID,
+    STAGE_EXEC,
+};
+
+static const char *const stage_names[] = {
+    "none",     "signals",   "setsid",    "setpgid",       "fd_map",
+    "close_fds", "chdir",    "setrlimit", "cgroup",
+    "pdeathsig", "no_new_privs", "setgroups", "setgid",   "setuid",
+    "exec",
+};
+
+struct limit {
+    int resource;
+    struct rlimit value;
+};
+
+struct outcome {
+    volatile int error;
+    volatile int stage;
+};
+
+struct spawn_args {
+    const char *program;
+    char **argv;
+    char **envp;
+    const char *cwd;
+    int *fd_map; /* pairs: source, target */
+    Py_ssize_t n_fd_map;
+    int *keep_fds; /* sorted, unique, includes 0..2 */
+    Py_ssize_t n_keep;
+    int *pass_fds;
+    Py_ssize_t n_pass;
+    int *default_signals;
+    Py_ssize_t n_default_signals;
+    struct limit *limits;
+    Py_ssize_t n_limits;
+    gid_t *groups;
+    Py_ssize_t n_groups;
+    int set_groups;
+    int new_session;
+    int pgid;
+    int umask_value;
+    int cgroup_fd;
+    int pdeathsig;
+    pid_t parent_pid;
+    int no_new_privs;
+    long gid;
+    long uid;
+    /* written by the child, into memory the parent sees even without CLONE_VM */
+    struct outcome *outcome;
+};
+
+static int
+contains(const int *values, Py_ssize_t n, int value)
+{
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (values[i] == value) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static int
+clear_cloexec(int fd)
+{
+    int flags = fcntl(fd, F_GETFD);
+    if (flags < 0) {
+        return -1;
+    }
+    return (flags & FD_CLOEXEC) ? fcntl(fd, F_SETFD, flags & ~FD_CLOEXEC) : 0;
+}
+
+struct linux_dirent64 {
+    unsigned long long d_ino;
+    long long d_off;
+    unsigned short d_reclen;
+    unsigned char d_type;
+    char d_name[];
+};
+
+/* Without close_range (Linux < 5.9): close what /proc/self/fd lists. */
+static int
+close_listed_fds(const struct spawn_args *a)
+{
+    char buffer[2048];
+    int dir = open("/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dir < 0) {
+        return -1;
+    }
+    for (;;) {
+        long got = syscall(SYS_getdents64, dir, buffer, sizeof buffer);
+        if (got < 0) {
+            close(dir);
+            return -1;
+        }
+        if (got == 0) {
+            break;
+        }
+        for (long offset = 0; offset < got;) {
+            struct linux_dirent64 *entry = (struct linux_dirent64 *)(buffer + offset);
+            offset += entry->d_reclen;
+            int fd = 0;
+            const char *c = entry->d_name;
+            if (*c < '0' || *c > '9') {
+                continue;
+            }
+            for (; *c >= '0' && *c <= '9'; c++) {
+                fd = fd * 10 + (*c - '0');
+            }
+            if (fd != dir && !contains(a->keep_fds, a->n_keep, fd)) {
+                close(fd);
+            }
+        }
+    }
+    close(dir);
+    return 0;
+}
+
+static int
+close_fds_except_kept(const struct spawn_args *a)
+{
+    unsigned int low = 0;
+    for (Py_ssize_t i = 0; i < a->n_keep; i++) {
+        unsigned int kept = (unsigned int)a->keep_fds[i];
+        if (kept > low && syscall(SYS_close_range, low, kept - 1, 0) < 0) {
+            return errno == ENOSYS ? close_listed_fds(a) : -1;
+        }
+        low = kept + 1;
+    }
+    if (syscall(SYS_close_range, low, ~0U, 0) < 0) {
+        return errno == ENOSYS ? close_listed_fds(a) : -1;
+    }
+    return 0;
+}
+
+static int
+reset_signal_handlers(const struct spawn_args *a)
+{
+    struct sigaction to_default;
+    memset(&to_default, 0, sizeof to_default);
+    to_default.sa_handler = SIG_DFL;
+    for (int sig = 1; sig < NSIG; sig++) {
+        struct sigaction current;
+        if (sig == SIGKILL || sig == SIGSTOP || sigaction(sig, NULL, &current) != 0) {
+            continue; /* glibc keeps a few real-time signals to itself */
+        }
+        int restore = contains(a->default_signals, a->n_default_signals, sig);
+        if (current.sa_handler == SIG_DFL || (current.sa_handler == SIG_IGN && !restore)) {
+            continue;
+        }
+        if (sigaction(sig, &to_default, NULL) != 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int
+write_own_pid_zero(int fd)
+{
+    /* "0" names the writing process in cgroup.procs, v1 and v2 alike. */
+    return write(fd, "0", 1) == 1 ? 0 : -1;
+}
+
+static int
+child_main(void *arg)
+{
+    struct spawn_args *a = arg;
+    int stage = STAGE_SIGNALS;
+    if (reset_signal_handlers(a) < 0) {
+        goto fail;
+    }
+    stage = STAGE_SETSID;
+    if (a->new_session && setsid() < 0) {
+        goto fail;
+    }
+    stage = STAGE_SETPGID;
+    if (a->pgid >= 0 && setpgid(0, a->pgid) < 0) {
+        goto fail;
+    }
+    stage = STAGE_FD_MAP;
+    for (Py_ssize_t i = 0; i < a->n_fd_map; i++) {
+        int source = a->fd_map[2 * i], target = a->fd_map[2 * i + 1];
+        if (source == target ? clear_cloexec(target) < 0 : dup2(source, target) < 0) {
+            goto fail;
+        }
+    }
+    for (Py_ssize_t i = 0; i < a->n_pass; i++) {
+        if (clear_cloexec(a->pass_fds[i]) < 0) {
+            goto fail;
+        }
+    }
+    stage = STAGE_CLOSE_FDS;
+    if (close_fds_except_kept(a) < 0) {
+        goto fail;
+    }
+    stage = STAGE_CHDIR;
+    if (a->cwd != NULL && chdir(a->cwd) < 0) {
+        goto fail;
+    }
+    if (a->umask_value >= 0) {
+        umask((mode_t)a->umask_value); /* cannot fail */
+    }
+    stage = STAGE_RLIMIT;
+    for (Py_ssize_t i = 0; i < a->n_limits; i++) {
+        if (setrlimit(a->limits[i].resource, &a->limits[i].value) < 0) {
+            goto fail;
+        }
+    }
+    stage = STAGE_CGROUP;
+    if (a->cgroup_fd >= 0 && write_own_pid_zero(a->cgroup_fd) < 0) {
+        goto fail;
+    }
+    stage = STAGE_PDEATHSIG;
+    if (a->pdeathsig > 0) {
+        if (prctl(PR_SET_PDEATHSIG, a->pdeathsig, 0, 0, 0) < 0) {
+            goto fail;
+        }
+        if (getppid() != a->parent_pid) {
+            _exit(128 + a->pdeathsig); /* the parent died before the signal was armed */
+        }
+    }
+    stage = STAGE_NO_NEW_PRIVS;
+    if (a->no_new_privs && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) {
+        goto fail;
+    }
+    stage = STAGE_SETGROUPS;
+    if (a->set_groups && syscall(SYS_setgroups, (size_t)a->n_groups, a->groups) < 0) {
+        goto fail;
+    }
+    stage = STAGE_SETGID;
+    if (a->gid >= 0 && syscall(SYS_setresgid, (gid_t)a->gid, (gid_t)a->gid, (gid_t)a->gid) < 0) {
+        goto fail;
+    }
+    stage = STAGE_SETUID;
+    if (a->uid >= 0 && syscall(SYS_setresuid, (uid_t)a->uid, (uid_t)a->uid, (uid_t)a->uid) < 0) {
+        goto fail;
+    }
+    stage = STAGE_EXEC;
+    sigset_t empty;
+    sigemptyset(&empty);
+    syscall(SYS_rt_sigprocmask, SIG_SETMASK, &empty, NULL, _NSIG / 8);
+    execve(a->program, a->argv, a->envp ? a->envp : environ);
+fail:
+    a->outcome->error = errno;
+    a->outcome->stage = stage;
+    _exit(127);
+}
+
+/* 1: CLONE_PIDFD works, 0: refused (use pidfd_open), -1: not tried yet. */
+static int clone_pidfd_works = -1;
+
+/*
+ * A child that changes its credentials must not share our memory: the kernel marks
+ * the *mm* non-dumpable when a task's ids change, and with CLONE_VM that mm is ours
+ * (no core dumps, root-owned /proc/self, refused ptrace for the rest of our life).
+ * Such a child gets a copy-on-write copy instead: fork cost, still vfork's wait.
+ */
+static pid_t
+clone_child(struct spawn_args *a, char *stack_top, int want_pidfd, int *pidfd)
+{
+    int changes_ids = a->set_groups || a->gid >= 0 || a->uid >= 0;
+    int flags = (changes_ids ? 0 : CLONE_VM) | CLONE_VFORK | SIGCHLD;
+    pid_t pid;
+    *pidfd = -1;
+    if (want_pidfd && clone_pidfd_works != 0) {
+        pid = clone(child_main, stack_top, flags | CLONE_PIDFD, a, pidfd);
+        if (pid >= 0) {
+            clone_pidfd_works = 1;
+            return pid;
+        }
+        if (errno == EMFILE || errno == ENFILE) {
+            /* no fd for the pidfd: this child goes without (the caller falls back) */
+            return clone(child_main, stack_top, flags, a);
+        }
+        if (errno != EINVAL && errno != ENOSYS && errno != EPERM) {
+            return -1;
+        }
+        clone_pidfd_works = 0;
+        *pidfd = -1;
+    }
+    pid = clone(child_main, stack_top, flags, a);
+    if (pid > 0 && want_pidfd) {
+        *pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+    }
+    return pid;
+}
+
+/* --- argument conversion (parent side, with the GIL) ------------------------------ */
+
+struct owned {
+    PyObject *argv_seq;
+    PyObject *env_seq;
+    void *blocks[16];
+    int n_blocks;
+};
+
+static void *
+own(struct owned *o, size_t size)
+{
+    void *block = PyMem_Calloc(1, size ? size : 1);
+    if (block == NULL) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    o->blocks[o->n_blocks++] = block;
+    return block;
+}
+
+static void
+release(struct owned *o)
+{
+    for (int i = 0; i < o->n_blocks; i++) {
+        PyMem_Free(o->blocks[i]);
+    }
+    Py_XDECREF(o->argv_seq);
+    Py_XDECREF(o->env_seq);
+}
+
+static char **
+string_array(struct owned *o, PyObject *seq, PyObject **keep)
+{
+    PyObject *fast = PySequence_Fast(seq, "expected a sequence of bytes");
+    if (fast == NULL) {
+        return NULL;
+    }
+    *keep = fast;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
+    char **array = own(o, sizeof(char *) * (size_t)(n + 1));
+    if (array == NULL) {
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PySequence_Fast_GET_ITEM(fast, i);
+        if (!PyBytes_Check(item)) {
+            PyErr_SetString(PyExc_TypeError, "expected bytes");
+            return NULL;
+        }
+        array[i] = PyBytes_AS_STRING(item);
+    }
+    return array;
+}
+
+static long long *
+number_array(struct owned *o, PyObject *seq, Py_ssize_t *count)
+{
+    PyObject *fast = PySequence_Fast(seq, "expected a sequence of ints");
+    if (fast == NULL) {
+        return NULL;
+    }
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
+    long long *array = own(o, sizeof(long long) * (size_t)n);
+    for (Py_ssize_t i = 0; array != NULL && i < n; i++) {
+        array[i] = PyLong_AsLongLong(PySequence_Fast_GET_ITEM(fast, i));
+        if (array[i] == -1 && PyErr_Occurred()) {
+            array = NULL;
+        }
+    }
+    Py_DECREF(fast);
+    *count = n;
+    return array;
+}
+
+static int *
+int_array(struct owned *o, PyObject *seq, Py_ssize_t *count)
+{
+    long long *numbers = number_array(o, seq, count);
+    if (numbers == NULL) {
+        return NULL;
+    }
+    int *array = own(o, sizeof(int) * (size_t)*count);
+    for (Py_ssize_t i = 0; array != NULL && i < *count; i++) {
+        if (numbers[i] < INT_MIN || numbers[i] > INT_MAX) {
+            PyErr_SetString(PyExc_OverflowError, "value does not fit in a C int");
+            return NULL;
+        }
+        array[i] = (int)numbers[i];
+    }
+    return array;
+}
+
+PyDoc_STRVAR(spawn_doc,
+"spawn(program, argv, envp, cwd, fd_map, keep_fds, pass_fds, default_signals,\n"
+"      limits, groups, new_session, pgid, umask, cgroup_fd, pdeathsig,\n"
+"      no_new_privs, gid, uid, want_pidfd) -> (pid, pidfd, errno, stage)\n\n"
+"Start a child. On success errno is 0 and stage None; pidfd is -1 when none\n"
+"could be had. On failure pid is 0: the failed child has been reaped already.\n"
+"fd_map is a flat sequence of (source, target) pairs; limits a flat sequence of\n"
+"(resource, soft, hard) triples; envp None inherits the environment; groups\n"
+"None leaves the supplementary groups alone; -1 means 'unset' for pgid, umask,\n"
+"cgroup_fd, gid and uid.");
+
+static PyObject *
+native_spawn(PyObject *module, PyObject *args)
+{
+    const char *program;
+    PyObject *argv, *envp, *fd_map, *keep, *pass, *defaults, *limits, *groups;
+    PyObject *cwd_obj;
+    int new_session, pgid, umask_value, cgroup_fd, pdeathsig, no_new_privs, want_pidfd;
+    long gid, uid;
+    if (!PyArg_ParseTuple(args, "yOOOOOOOOOpiiiipllp:spawn", &program, &argv, &envp, &cwd_obj,
+                          &fd_map, &keep, &pass, &defaults, &limits, &groups, &new_session,
+                          &pgid, &umask_value, &cgroup_fd, &pdeathsig, &no_new_privs, &gid,
+                          &uid, &want_pidfd)) {
+        return NULL;
+    }
+    struct owned o = {0};
+    struct spawn_args a;
+    memset(&a, 0, sizeof a);
+    a.program = program;
+    a.cwd = cwd_obj == Py_None ? NULL : PyBytes_AsString(cwd_obj);
+    a.new_session = new_session;
+    a.pgid = pgid;
+    a.umask_value = umask_value;
+    a.cgroup_fd = cgroup_fd;
+    a.pdeathsig = pdeathsig;
+    a.parent_pid = getpid();
+    a.no_new_privs = no_new_privs;
+    a.gid = gid;
+    a.uid = uid;
+    PyObject *result = NULL;
+    Py_ssize_t n_limit_values = 0, n_group_values = 0, n_map_values = 0;
+    long long *limit_values = NULL;
+    int *group_values = NULL;
+    if ((cwd_obj != Py_None && a.cwd == NULL) ||
+        (a.argv = string_array(&o, argv, &o.argv_seq)) == NULL ||
+        (envp != Py_None && (a.envp = string_array(&o, envp, &o.env_seq)) == NULL) ||
+        (a.fd_map = int_array(&o, fd_map, &n_map_values)) == NULL ||
+        (a.keep_fds = int_array(&o, keep, &a.n_keep)) == NULL ||
+        (a.pass_fds = int_array(&o, pass, &a.n_pass)) == NULL ||
+        (a.default_signals = int_array(&o, defaults, &a.n_default_signals)) == NULL ||
+        (limit_values = number_array(&o, limits, &n_limit_values)) == NULL ||
+        (groups != Py_None && (group_values = int_array(&o, groups, &n_group_values)) == NULL)) {
+        goto done;
+    }
+    a.n_fd_map = n_map_values / 2;
+    a.n_limits = n_limit_values / 3;
+    a.limits = own(&o, sizeof(struct limit) * (size_t)a.n_limits);
+    if (a.limits == NULL) {
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < a.n_limits; i++) {
+        long long soft = limit_values[3 * i + 1], hard = limit_values[3 * i + 2];
+        a.limits[i].resource = (int)limit_values[3 * i];
+        a.limits[i].value.rlim_cur = soft < 0 ? RLIM_INFINITY : (rlim_t)soft;
+        a.limits[i].value.rlim_max = hard < 0 ? RLIM_INFINITY : (rlim_t)hard;
+    }
+    if (groups != Py_None) {
+        a.set_groups = 1;
+        a.n_groups = n_group_values;
+        a.groups = own(&o, sizeof(gid_t) * (size_t)n_group_values);
+        if (a.groups == NULL) {
+            goto done;
+        }
+        for (Py_ssize_t i = 0; i < n_group_values; i++) {
+            a.groups[i] = (gid_t)group_values[i];
+        }
+    }
+
+    /* Shared, so that a child cloned without CLONE_VM still reports into it. */
+    char *stack = mmap(NULL, CHILD_STACK_SIZE, PROT_READ | PROT_WRITE,
+                       MAP_SHARED | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+    if (stack == MAP_FAILED) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        goto done;
+    }
+    struct outcome *outcome = (struct outcome *)stack; /* the stack grows down, far above */
+    outcome->error = 0;
+    outcome->stage = STAGE_NONE;
+    a.outcome = outcome;
+    pid_t pid;
+    int pidfd, clone_error = 0, child_error, child_stage;
+    sigset_t all, old;
+    Py_BEGIN_ALLOW_THREADS
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    pid = clone_child(&a, stack + CHILD_STACK_SIZE, want_pidfd, &pidfd);
+    if (pid < 0) {
+        clone_error = errno;
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    child_error = outcome->error;
+    child_stage = outcome->stage;
+    if (pid > 0 && child_error != 0) {
+        int status;
+        while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+        }
+        if (pidfd >= 0) {
+            close(pidfd);
+        }
+    }
+    Py_END_ALLOW_THREADS
+    munmap(stack, CHILD_STACK_SIZE);
+    if (pid < 0) {
+        result = Py_BuildValue("(iiis)", 0, -1, clone_error, "fork");
+    }
+    else if (child_error != 0) {
+        result = Py_BuildValue("(iiis)", 0, -1, child_error, stage_names[child_stage]);
+    }
+    else {
+        result = Py_BuildValue("(iiiO)", (int)pid, pidfd, 0, Py_None);
+    }
+done:
+    release(&o);
+    return result;
+}
+
+static PyObject *
+native_clone_pidfd(PyObject *module, PyObject *unused)
+{
+    if (clone_pidfd_works < 0) {
+        Py_RETURN_NONE;
+    }
+    return PyBool_FromLong(clone_pidfd_works);
+}
+
+static PyMethodDef methods[] = {
+    {"spawn", native_spawn, METH_VARARGS, spawn_doc},
+    {"clone_pidfd", native_clone_pidfd, METH_NOARGS,
+     "Whether clone(CLONE_PIDFD) worked (None until the first spawn)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module_def = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "tether._native._spawner",
+    .m_doc = "tether's vfork-style C spawner (see _spawner.c).",
+    .m_size = -1,
+    .m_methods = methods,
+};
+
+PyMODINIT_FUNC
+PyInit__spawner(void)
+{
+    return PyModule_Create(&module_def);
+}

@@ -1,0 +1,71 @@
+"""The ``native`` backend: tether's C spawner (``tether/_native/_spawner.c``).
+
+A vfork-style ``clone`` with the pidfd from birth, every child-side option applied in
+C between clone and exec, and failures reported with their stage. It takes every
+option except ``preexec_fn`` (Python code cannot run in a child that shares the
+parent's memory) and is what ``auto`` picks whenever the extension was built.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+from .. import _native, _pidfd
+from .._errors import SpawnError
+from ._plan import SpawnPlan
+from ._stdio import ChildStdio
+
+NAME = "native"
+AVAILABLE = _native.available
+
+_RESTORED_SIGNALS = (int(signal.SIGPIPE), int(signal.SIGXFSZ))
+
+
+def ineligible_reason(plan: SpawnPlan) -> str | None:
+    """Why *plan* cannot use this backend, or None when it can."""
+    if plan.preexec_fn is not None:
+        return "preexec_fn"
+    return None
+
+
+def spawn(plan: SpawnPlan, stdio: ChildStdio) -> tuple[int, int | None]:
+    """Start the child of *plan*; return its pid and pidfd, or raise :class:`SpawnError`."""
+    assert _native.spawner is not None
+    keep = sorted({0, 1, 2, *plan.pass_fds, stdio.cgroup_procs} - {-1})
+    fd_map = [fd for pair in stdio.fd_map for fd in pair]
+    limits = [value for triple in plan.limits for value in triple]
+    envp = None if plan.env is None else [key + b"=" + value for key, value in plan.env.items()]
+    pid, pidfd, code, stage = _native.spawner.spawn(
+        plan.program,
+        plan.argv,
+        envp,
+        plan.cwd,
+        fd_map,
+        keep,
+        [fd for fd in plan.pass_fds if fd > 2],
+        _RESTORED_SIGNALS if plan.restore_signals else (),
+        limits,
+        plan.groups,
+        plan.start_new_session,
+        -1 if plan.process_group is None else plan.process_group,
+        -1 if plan.umask is None else plan.umask,
+        stdio.cgroup_procs,
+        plan.pdeathsig,
+        plan.no_new_privs,
+        -1 if plan.gid is None else plan.gid,
+        -1 if plan.uid is None else plan.uid,
+        _pidfd.pidfds_available(),
+    )
+    if code:
+        raise _spawn_error(code, stage, plan)
+    return pid, None if pidfd < 0 else pidfd
+
+
+def _spawn_error(code: int, stage: str, plan: SpawnPlan) -> SpawnError:
+    filename = None
+    if stage == "exec":
+        filename = plan.program_name
+    elif stage == "chdir" and plan.cwd is not None:
+        filename = os.fsdecode(plan.cwd)
+    return SpawnError(code, filename=filename, stage=stage, argv=plan.args)
