@@ -27,6 +27,7 @@ IGNORE_TERM = (
     "print('ready', flush=True); sys.stdin.read()"
 )
 WAIT_FOR_STDIN = "import sys; print('ready', flush=True); sys.stdin.read()"
+REAL_PIDFD_OPEN = os.pidfd_open  # the no_pidfd fixture patches os.pidfd_open for tether
 
 
 @pytest.fixture(autouse=True)
@@ -302,3 +303,24 @@ def test_pidfd_is_readable_exactly_when_the_child_exits() -> None:
         assert select.select([process.pidfd], [], [], 0)[0] == []
         process.kill()
         assert select.select([process.pidfd], [], [], 30)[0] == [process.pidfd]
+
+
+def test_group_signal_reaches_grandchildren(pidfd_mode: str) -> None:
+    script = "sleep 60 & echo $!; wait"
+    process = tether.spawn(["sh", "-c", script], process_group=0, stdout=tether.PIPE)
+    with process:
+        assert process.stdout is not None
+        grandchild = int(process.stdout.readline())
+        grandchild_fd = REAL_PIDFD_OPEN(grandchild)  # pins it: sh has not reaped it yet
+        try:
+            process.send_signal(signal.SIGTERM, group=True)
+            assert process.wait(timeout=30) == tether.Signaled(signal.SIGTERM)
+            assert _pidfd.wait_readable(grandchild_fd, 30), "the grandchild outlived the group kill"
+        finally:
+            os.close(grandchild_fd)
+
+
+def test_group_signal_needs_a_group_leader(sleeper: tether.Process) -> None:
+    with pytest.raises(ValueError, match="does not lead a process group"):
+        sleeper.send_signal(signal.SIGTERM, group=True)
+    assert sleeper.poll() is None

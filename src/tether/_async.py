@@ -248,9 +248,12 @@ class AsyncProcess:
             self._watch = None
             watch.set()
 
-    def send_signal(self, signal: int) -> None:
-        """Send *signal* to the child; a no-op once it has been reaped."""
-        self._process.send_signal(signal)
+    def send_signal(self, signal: int, *, group: bool = False) -> None:
+        """Send *signal* to the child (or its process group); a no-op after the reap.
+
+        See :meth:`tether.Process.send_signal` for ``group``.
+        """
+        self._process.send_signal(signal, group=group)
 
     def terminate(self) -> None:
         """Send SIGTERM; a no-op once the child has been reaped."""

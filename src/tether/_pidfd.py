@@ -44,6 +44,7 @@ __all__ = [
     "reap_pidfd",
     "recover_exit_status",
     "reset_pidfd_probe",
+    "signal_group",
     "signal_pid",
     "signal_pidfd",
     "wait_readable",
@@ -104,6 +105,44 @@ def signal_pidfd(pidfd: int, signum: int) -> bool:
     """Send *signum* through *pidfd*; False when the process has already been reaped."""
     try:
         signal.pidfd_send_signal(pidfd, signum)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+_PIDFD_SIGNAL_PROCESS_GROUP = 4  # Linux 6.9
+_group_flag_refused = False
+
+
+def signal_group(pid: int, pidfd: int | None, signum: int) -> bool:
+    """Signal the process group led by our unreaped child *pid*; False when it is gone.
+
+    Through the pidfd with ``PIDFD_SIGNAL_PROCESS_GROUP`` (Linux 6.9), else ``killpg``.
+    Raises ``ValueError`` if *pid* does not lead its process group (signalling the
+    group it is in could reach us).
+    """
+    global _group_flag_refused
+    try:
+        if os.getpgid(pid) != pid:
+            raise ValueError(
+                f"process {pid} does not lead a process group: spawn it with "
+                "process_group=0 or start_new_session=True to signal its group"
+            )
+    except ProcessLookupError:
+        return False
+    if pidfd is not None and not _group_flag_refused:
+        try:
+            signal.pidfd_send_signal(pidfd, signum, None, _PIDFD_SIGNAL_PROCESS_GROUP)
+        except ProcessLookupError:
+            return False
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                raise
+            _group_flag_refused = True
+        else:
+            return True
+    try:
+        os.killpg(pid, signum)
     except ProcessLookupError:
         return False
     return True

@@ -152,12 +152,20 @@ class Process:
         assert status is not None, "poll() raises when the status is lost"
         return status
 
-    def send_signal(self, signal: int) -> None:
-        """Send *signal* to the child; a no-op once it has been reaped."""
+    def send_signal(self, signal: int, *, group: bool = False) -> None:
+        """Send *signal* to the child; a no-op once it has been reaped.
+
+        ``group=True`` signals the child's whole process group instead (the child must
+        lead one: spawn it with ``process_group=0`` or ``start_new_session=True``), so
+        grandchildren that stayed in the group get it too. While the unreaped leader
+        holds the group id, it cannot name another group.
+        """
         with self._lock:
             if self._status is not None or self._lost:
                 return
-            if self._pidfd is not None:
+            if group:
+                _pidfd.signal_group(self.pid, self._pidfd, signal)
+            elif self._pidfd is not None:
                 _pidfd.signal_pidfd(self._pidfd, signal)
             else:
                 _pidfd.signal_pid(self.pid, signal)
