@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 
 _SETTLE_SECONDS = 2.0
-LONG_LIVED_THREADS = frozenset({"tether-spawner"})
+LONG_LIVED_THREADS = frozenset({"tether-spawner", "tether-reaper"})
 """tether's own threads that live as long as the process, by design (documented)."""
 
 
@@ -40,12 +40,14 @@ def _children() -> frozenset[int]:
 
 
 def _fds() -> frozenset[tuple[int, str]]:
+    from tether._reaper import REAPER  # its epoll fd lives as long as the process
+
     found = set()
     listing = os.open("/proc/self/fd", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         for name in os.listdir(listing):
             fd = int(name)
-            if fd == listing:
+            if fd in (listing, REAPER.epoll_fd()):
                 continue
             with contextlib.suppress(FileNotFoundError):
                 found.add((fd, os.readlink(name, dir_fd=listing)))

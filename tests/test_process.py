@@ -19,7 +19,7 @@ from collections.abc import Iterator
 import pytest
 
 import tether
-from tether import _pidfd
+from tether import _pidfd, _reaper
 
 PY = sys.executable
 IGNORE_TERM = (
@@ -273,13 +273,30 @@ def test_tether_never_reaps_a_foreign_child(pidfd_mode: str) -> None:
 # --- dropped handles ------------------------------------------------------------------
 
 
-def test_dropping_a_running_handle_warns(pidfd_mode: str) -> None:
+def test_a_dropped_running_handle_warns_and_is_reaped_in_the_background(
+    pidfd_mode: str,
+) -> None:
     process = tether.spawn([PY, "-c", "import signal; signal.pause()"])
     pid = process.pid
     with pytest.warns(ResourceWarning, match=f"process {pid} .* is still running"):
         del process  # the last reference: CPython finalises at once
-    os.kill(pid, signal.SIGKILL)  # no handle is left: clean up by hand
-    os.waitpid(pid, 0)
+    os.kill(pid, signal.SIGKILL)  # unreaped, so the pid is still our child's
+    assert _reaper.REAPER.wait_idle(timeout=30)
+    with pytest.raises(ChildProcessError):
+        os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+
+
+def test_detach_hands_the_child_over(pidfd_mode: str) -> None:
+    process = tether.spawn(["sh", "-c", "read line"], stdin=tether.PIPE)
+    assert process.stdin is not None
+    with process:
+        process.detach()
+        assert "detached" in repr(process)
+        for call in (process.poll, process.wait, process.kill):
+            with pytest.raises(RuntimeError, match="detached"):
+                call()
+    assert process.stdin.closed  # leaving the block closed the pipe, so sh exits
+    assert _reaper.REAPER.wait_idle(timeout=30)
 
 
 def test_dropping_an_exited_handle_reaps_it(pidfd_mode: str) -> None:

@@ -31,7 +31,7 @@ from typing import IO
 
 from typing_extensions import Self, Unpack, final
 
-from . import _pidfd
+from . import _pidfd, _reaper
 from ._errors import StatusUnknownError, TimeoutExpired
 from ._fallback import ExitNotifier
 from ._spawn import SpawnOptions, StrOrBytesPath, make_plan, start_child
@@ -70,6 +70,7 @@ class Process:
     _exit_fd: int | None
     _notifier: ExitNotifier | None
     _borrowers: int
+    _detached: bool
 
     def __init__(self) -> None:
         raise TypeError("Process handles are created by tether.spawn()")
@@ -94,6 +95,8 @@ class Process:
         self._exit_fd = self._pidfd
         self._notifier = None
         self._borrowers = 0
+        self._detached = False
+        _reaper.track(self)
         self.stdin = _open_pipe(pipes.get(0), "wb")
         self.stdout = _open_pipe(pipes.get(1), "rb")
         self.stderr = _open_pipe(pipes.get(2), "rb")
@@ -161,6 +164,7 @@ class Process:
         holds the group id, it cannot name another group.
         """
         with self._lock:
+            self._check_attached()
             if self._status is not None or self._lost:
                 return
             if group:
@@ -169,6 +173,21 @@ class Process:
                 _pidfd.signal_pidfd(self._pidfd, signal)
             else:
                 _pidfd.signal_pid(self.pid, signal)
+
+    def detach(self) -> None:
+        """Give up the child: it runs on, and tether's background reaper reaps it.
+
+        For a child meant to outlive this handle (and this program: detached children
+        are not killed at interpreter exit). Its status is never reported; every
+        method but ``repr`` raises ``RuntimeError`` afterwards. A no-op once reaped.
+        """
+        with self._lock:
+            if self._status is not None or self._lost or self._detached:
+                return
+            if self._borrowers:
+                raise RuntimeError(f"process {self.pid} is being waited for: cannot detach it")
+            self._hand_to_reaper_locked(kill_at_exit=False)
+            self._detached = True
 
     def terminate(self) -> None:
         """Send SIGTERM; a no-op once the child has been reaped."""
@@ -218,8 +237,9 @@ class Process:
         traceback: TracebackType | None,
     ) -> None:
         try:
-            with contextlib.suppress(StatusUnknownError):  # gone; wait() says what happened
-                self.stop()
+            if not self._detached:
+                with contextlib.suppress(StatusUnknownError):  # gone; wait() says what happened
+                    self.stop()
         finally:
             for pipe in (self.stdin, self.stdout, self.stderr):
                 if pipe is not None:
@@ -230,6 +250,8 @@ class Process:
             state = str(self._status)
         elif self._lost:
             state = "status unknown"
+        elif self._detached:
+            state = "detached"
         else:
             state = "running"
         args = list(self.args)
@@ -237,29 +259,48 @@ class Process:
 
     def __del__(self) -> None:
         lock = getattr(self, "_lock", None)
-        if lock is None:
+        if lock is None or self._detached:
             return
+        running = False
         if self._status is None and not self._lost:
             try:
                 running = self.poll() is None
             except Exception:
                 running = False
-            if running:
-                warnings.warn(
-                    f"tether: process {self.pid} ({list(self.args)!r}) is still running",
-                    ResourceWarning,
-                    source=self,
-                    stacklevel=1,
-                )
         with lock:
-            self._borrowers = 0
-            self._release_locked(child_reaped=self._status is not None)
+            if running:
+                self._hand_to_reaper_locked(kill_at_exit=True)
+            else:
+                self._borrowers = 0
+                self._release_locked(child_reaped=self._status is not None)
+        if running:
+            warnings.warn(
+                f"tether: process {self.pid} ({list(self.args)!r}) is still running; "
+                "the background reaper will reap it",
+                ResourceWarning,
+                source=self,
+                stacklevel=1,
+            )
 
     # --- internals ------------------------------------------------------------------
+
+    def _check_attached(self) -> None:
+        if self._detached:
+            raise RuntimeError(f"process {self.pid} was detached: tether no longer owns it")
+
+    def _hand_to_reaper_locked(self, *, kill_at_exit: bool) -> None:
+        pidfd, self._pidfd = self._pidfd, None
+        if self._notifier is not None:
+            self._notifier.close(child_reaped=False)
+            self._notifier = None
+        self._exit_fd = None
+        _reaper.REAPER.adopt(self.pid, pidfd, kill_at_exit=kill_at_exit)
+        _reaper.untrack(self)
 
     def _reap_locked(self) -> Status | None:
         if self._status is not None:
             return self._status
+        self._check_attached()
         if self._lost:
             raise StatusUnknownError(self.pid, self.args)
         try:
@@ -272,15 +313,17 @@ class Process:
             if status is None:
                 self._lost = True
                 self._release_locked(child_reaped=True)
+                _reaper.untrack(self)
                 raise StatusUnknownError(self.pid, self.args) from None
         if status is not None:
             self._status = status
             self._release_locked(child_reaped=True)
+            _reaper.untrack(self)
         return status
 
     def _borrow_exit_fd(self) -> int | None:
         with self._lock:
-            if self._status is not None or self._lost:
+            if self._status is not None or self._lost or self._detached:
                 return None
             if self._exit_fd is None:
                 self._notifier = ExitNotifier(self.pid)
