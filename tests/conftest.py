@@ -23,6 +23,12 @@ def no_leaks() -> Iterator[None]:
         pytest.fail("test left behind: " + "; ".join(found), pytrace=False)
 
 
+@pytest.fixture(scope="module", params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    """Each event loop in turn; module scope runs all tests of one loop together."""
+    return str(request.param)
+
+
 @pytest.fixture(params=["native", "posix_spawn", "fork"])
 def backend(request: pytest.FixtureRequest) -> str:
     """Each spawn backend in turn."""

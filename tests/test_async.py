@@ -31,12 +31,6 @@ IGNORE_TERM = (
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture(scope="module", params=["asyncio", "trio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    """Each event loop in turn; module scope runs all tests of one loop together."""
-    return str(request.param)
-
-
 async def read_line(stream: anyio.abc.ByteReceiveStream | None) -> bytes:
     """Read from *stream* up to and including the first newline (or to EOF)."""
     assert stream is not None
