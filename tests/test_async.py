@@ -19,7 +19,7 @@ import anyio
 import pytest
 
 import tether
-from tether import _async
+from tether import _async, _reaper
 
 PY = sys.executable
 WAIT_FOR_STDIN = "import sys; print('ready', flush=True); sys.stdin.read()"
@@ -411,3 +411,16 @@ def test_native_asyncio_cancel_inside_stop_still_reaps() -> None:
     started_at = time.monotonic()
     asyncio.run(main())
     assert time.monotonic() - started_at < 20, "the grace period was cut short"
+
+
+async def test_detach_and_limits_pass_through(anyio_backend: str) -> None:
+    process = await tether.open_process(
+        ["sh", "-c", "read line"], stdin=tether.PIPE, limits=tether.Limits(core=0)
+    )
+    async with process:
+        assert process.limits().core == (0, 0)
+        process.set_limits(tether.Limits(core=(0, 0), nofile=(50, 60)))
+        assert process.limits().nofile == (50, 60)
+        process.detach()
+    # leaving the block closed stdin, so sh exits and the reaper reaps it
+    assert _reaper.REAPER.wait_idle(timeout=30)

@@ -259,3 +259,15 @@ def test_no_fd_for_the_pidfd_falls_back_for_that_child() -> None:
     assert process.pidfd is None
     assert _pidfd.pidfds_available()
     assert process.wait() == tether.Exited(6)
+
+
+def test_limits_of_a_running_child_can_be_read_and_changed() -> None:
+    with waiting_child(limits=tether.Limits(nofile=(64, 128))) as process:
+        assert process.limits().nofile == (64, 128)
+        process.set_limits(tether.Limits(nofile=(32, 100), core=0))
+        assert proc_limits(process.pid)["Max open files"] == ("32", "100")
+        assert process.limits().core == (0, 0)
+    with pytest.raises(ProcessLookupError):
+        process.limits()
+    with pytest.raises(ProcessLookupError):
+        process.set_limits(tether.Limits(core=0))

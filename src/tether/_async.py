@@ -49,6 +49,7 @@ from ._process import DEFAULT_GRACE, Process, spawn
 from ._run import Completed, _claim
 from ._spawn import PIPE, SpawnOptions, StrOrBytesPath
 from ._status import Status
+from .limits import Limits
 
 __all__ = ["AsyncProcess", "open_process", "run_process"]
 
@@ -263,6 +264,18 @@ class AsyncProcess:
         """Send SIGKILL; a no-op once the child has been reaped."""
         self._process.kill()
 
+    def limits(self) -> Limits:
+        """The child's resource limits now; see :meth:`tether.Process.limits`."""
+        return self._process.limits()
+
+    def set_limits(self, limits: Limits) -> None:
+        """Change the running child's limits; see :meth:`tether.Process.set_limits`."""
+        self._process.set_limits(limits)
+
+    def detach(self) -> None:
+        """Hand the child to the background reaper; see :meth:`tether.Process.detach`."""
+        self._process.detach()
+
     async def stop(self, grace: float = DEFAULT_GRACE, signal: int = signals.SIGTERM) -> Status:
         """Stop the child and reap it: *signal*, up to *grace* seconds, then SIGKILL.
 
@@ -296,8 +309,9 @@ class AsyncProcess:
 
     async def _shutdown(self, grace: float) -> None:
         try:
-            with contextlib.suppress(StatusUnknownError):  # gone; wait() says what happened
-                await self.stop(grace)
+            if not self._process._detached:
+                with contextlib.suppress(StatusUnknownError):  # gone; wait() says what happened
+                    await self.stop(grace)
         finally:
             for pipe in self._pipes:
                 pipe._close()

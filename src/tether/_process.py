@@ -36,6 +36,7 @@ from ._errors import StatusUnknownError, TimeoutExpired
 from ._fallback import ExitNotifier
 from ._spawn import SpawnOptions, StrOrBytesPath, make_plan, start_child
 from ._status import Status
+from .limits import Limits
 
 DEFAULT_GRACE = 5.0
 """Seconds :meth:`Process.stop` waits after the stop signal before it sends SIGKILL."""
@@ -174,6 +175,27 @@ class Process:
             else:
                 _pidfd.signal_pid(self.pid, signal)
 
+    def limits(self) -> Limits:
+        """The child's resource limits now, read with ``prlimit``.
+
+        Raises :class:`ProcessLookupError` once the child has been reaped: its pid
+        may name another process by then.
+        """
+        with self._lock:
+            self._check_running_locked()
+            return Limits.read(self.pid)
+
+    def set_limits(self, limits: Limits) -> None:
+        """Change the running child's resource limits with ``prlimit``.
+
+        The child's pid cannot change owner while tether holds it unreaped, so this
+        never touches another process; raising a hard limit needs
+        ``CAP_SYS_RESOURCE``. Raises :class:`ProcessLookupError` once reaped.
+        """
+        with self._lock:
+            self._check_running_locked()
+            limits.apply(self.pid)
+
     def detach(self) -> None:
         """Give up the child: it runs on, and tether's background reaper reaps it.
 
@@ -283,6 +305,11 @@ class Process:
             )
 
     # --- internals ------------------------------------------------------------------
+
+    def _check_running_locked(self) -> None:
+        self._check_attached()
+        if self._status is not None or self._lost:
+            raise ProcessLookupError(f"process {self.pid} has been reaped")
 
     def _check_attached(self) -> None:
         if self._detached:
