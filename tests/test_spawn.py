@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import resource
 import signal
@@ -387,8 +388,12 @@ def test_preexec_fn_runs_in_the_child_and_its_failure_is_reported(tmp_path: Path
 
 
 def test_spawn_storm_from_eight_threads(backend: str) -> None:
+    """Eight spawning threads while two others churn the allocator and hold locks."""
     errors: list[BaseException] = []
-    start = threading.Barrier(8)
+    start = threading.Barrier(10)
+    done_spawning = threading.Event()
+    busy_lock = threading.Lock()
+    logger = logging.getLogger("tether.tests.storm")
 
     def worker(index: int) -> None:
         try:
@@ -400,10 +405,21 @@ def test_spawn_storm_from_eight_threads(backend: str) -> None:
         except BaseException as exc:
             errors.append(exc)
 
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
-    for thread in threads:
+    def churn() -> None:
+        start.wait()
+        while not done_spawning.is_set():
+            with busy_lock:  # held while forks happen: a child must never need it
+                blocks = [bytearray(4096 * n) for n in range(1, 64)]
+                logger.debug("churned %d blocks", len(blocks))
+
+    workers = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+    churners = [threading.Thread(target=churn) for _ in range(2)]
+    for thread in (*workers, *churners):
         thread.start()
-    for thread in threads:
+    for thread in workers:
+        thread.join()
+    done_spawning.set()
+    for thread in churners:
         thread.join()
     assert not errors
 
