@@ -424,3 +424,13 @@ async def test_detach_and_limits_pass_through(anyio_backend: str) -> None:
         process.detach()
     # leaving the block closed stdin, so sh exits and the reaper reaps it
     assert _reaper.REAPER.wait_idle(timeout=30)
+
+
+async def test_run_process_ends_when_the_child_exits(anyio_backend: str) -> None:
+    script = "sleep 30 & echo started; echo $! >&2"
+    with anyio.fail_after(20):
+        done = await tether.run_process(["sh", "-c", script], capture=True, start_new_session=True)
+    assert done.stdout == b"started\n"
+    group = os.getpgid(int(done.stderr or b"0"))  # the orphaned sleep's own group
+    assert group != os.getpgid(0)
+    os.killpg(group, signal.SIGKILL)

@@ -271,3 +271,26 @@ def test_limits_of_a_running_child_can_be_read_and_changed() -> None:
         process.limits()
     with pytest.raises(ProcessLookupError):
         process.set_limits(tether.Limits(core=0))
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="changing credentials needs root")
+@pytest.mark.parametrize("backend", ["native", "fork"])
+def test_pdeathsig_survives_a_change_of_ids(backend: str) -> None:
+    script = f"""
+import signal, sys, tether
+child = tether.spawn(["sleep", "60"], pdeathsig=signal.SIGKILL, user=65534, group=65534,
+                     backend={backend!r})
+print(child.pid, flush=True)
+sys.stdin.read()
+"""
+    parent = tether.spawn([PY, "-c", script], stdin=tether.PIPE, stdout=tether.PIPE)
+    with parent:
+        assert parent.stdout is not None
+        grandchild = int(parent.stdout.readline())
+        pidfd = os.pidfd_open(grandchild)
+        try:
+            parent.kill()
+            parent.wait()
+            assert _pidfd.wait_readable(pidfd, 30), "the ids change disarmed pdeathsig"
+        finally:
+            os.close(pidfd)

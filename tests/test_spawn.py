@@ -459,3 +459,11 @@ def test_eagain_from_pids_max_is_a_blocking_io_error(backend: str) -> None:
     assert isinstance(caught.value, tether.SpawnError)
     assert caught.value.errno == errno.EAGAIN
     assert caught.value.stage == "fork"
+
+
+@pytest.mark.parametrize("option", ["text", "capture_output", "shell", "close_fds"])
+def test_unknown_options_are_refused(option: str) -> None:
+    with pytest.raises(TypeError, match=f"unknown spawn option.*{option}"):
+        tether.spawn(["true"], **{option: True})  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match=option):
+        tether.run(["true"], **{option: True})  # type: ignore[call-arg]

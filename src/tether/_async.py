@@ -107,6 +107,16 @@ class _PipeReceiveStream(_PipeEnd, ByteReceiveStream):
                 raise anyio.EndOfStream
             return data
 
+    def drain(self) -> list[bytes]:
+        """Read what the pipe holds right now, without waiting; [] once closed."""
+        chunks: list[bytes] = []
+        if self._raw.closed:
+            return chunks
+        with contextlib.suppress(BlockingIOError):
+            while data := os.read(self._fd, _CHUNK):
+                chunks.append(data)
+        return chunks
+
 
 @final
 class _PipeSendStream(_PipeEnd, ByteSendStream):
@@ -395,7 +405,13 @@ async def run_process(
                 for target, stream in ((1, process.stdout), (2, process.stderr)):
                     if stream is not None:
                         tasks.start_soon(_collect, stream, chunks.setdefault(target, []))
-            status = await process.wait()
+                status = await process.wait()
+                # It has exited, so all it wrote is in the pipes: take that and stop,
+                # rather than wait for an end-of-file that a grandchild may hold back.
+                tasks.cancel_scope.cancel()
+            for target, stream in ((1, process.stdout), (2, process.stderr)):
+                if isinstance(stream, _PipeReceiveStream):
+                    chunks[target].extend(stream.drain())
         if deadline.cancelled_caught:
             await process._shutdown(grace)
             await anyio.lowlevel.checkpoint_if_cancelled()  # an outer cancel stays one

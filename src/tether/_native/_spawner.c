@@ -17,8 +17,8 @@
  *
  * Order of the child's steps, where it matters: signal handlers reset, setsid or
  * setpgid, fd map (dup2), closing every fd not kept, chdir, umask, rlimits, cgroup
- * placement, PR_SET_PDEATHSIG with a getppid() re-check, PR_SET_NO_NEW_PRIVS,
- * setgroups/setgid/setuid, signal mask emptied, execve.
+ * placement, PR_SET_NO_NEW_PRIVS, setgroups/setgid/setuid, PR_SET_PDEATHSIG (after
+ * the ids: changing them clears it), signal mask emptied, getppid() re-check, execve.
  */
 #define _GNU_SOURCE
 #define PY_SSIZE_T_CLEAN
@@ -63,18 +63,18 @@ enum stage {
     STAGE_CHDIR,
     STAGE_RLIMIT,
     STAGE_CGROUP,
-    STAGE_PDEATHSIG,
     STAGE_NO_NEW_PRIVS,
     STAGE_SETGROUPS,
     STAGE_SETGID,
     STAGE_SETUID,
+    STAGE_PDEATHSIG,
     STAGE_EXEC,
 };
 
 static const char *const stage_names[] = {
     "none",     "signals",   "setsid",    "setpgid",       "fd_map",
     "close_fds", "chdir",    "setrlimit", "cgroup",
-    "pdeathsig", "no_new_privs", "setgroups", "setgid",   "setuid",
+    "no_new_privs", "setgroups", "setgid",   "setuid",   "pdeathsig",
     "exec",
 };
 
@@ -281,15 +281,6 @@ child_main(void *arg)
     if (a->cgroup_fd >= 0 && write_own_pid_zero(a->cgroup_fd) < 0) {
         goto fail;
     }
-    stage = STAGE_PDEATHSIG;
-    if (a->pdeathsig > 0) {
-        if (prctl(PR_SET_PDEATHSIG, a->pdeathsig, 0, 0, 0) < 0) {
-            goto fail;
-        }
-        if (getppid() != a->parent_pid) {
-            _exit(128 + a->pdeathsig); /* the parent died before the signal was armed */
-        }
-    }
     stage = STAGE_NO_NEW_PRIVS;
     if (a->no_new_privs && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) {
         goto fail;
@@ -306,10 +297,20 @@ child_main(void *arg)
     if (a->uid >= 0 && syscall(SYS_setresuid, (uid_t)a->uid, (uid_t)a->uid, (uid_t)a->uid) < 0) {
         goto fail;
     }
+    /* Last before exec: a change of ids clears the parent-death signal. */
+    stage = STAGE_PDEATHSIG;
+    if (a->pdeathsig > 0 && prctl(PR_SET_PDEATHSIG, a->pdeathsig, 0, 0, 0) < 0) {
+        goto fail;
+    }
     stage = STAGE_EXEC;
     sigset_t empty;
     sigemptyset(&empty);
     syscall(SYS_rt_sigprocmask, SIG_SETMASK, &empty, NULL, _NSIG / 8);
+    if (a->pdeathsig > 0 && getppid() != a->parent_pid) {
+        /* the parent died before the signal was armed: deliver it now */
+        syscall(SYS_kill, getpid(), a->pdeathsig);
+        _exit(128 + a->pdeathsig);
+    }
     execve(a->program, a->argv, a->envp ? a->envp : environ);
 fail:
     a->outcome->error = errno;

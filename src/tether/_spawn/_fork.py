@@ -94,11 +94,6 @@ def _child(plan: SpawnPlan, stdio: ChildStdio, env: object, report: int, parent:
         if cgroup_procs >= 0:
             stage = "cgroup"
             os.write(cgroup_procs, b"0")
-        if plan.pdeathsig:
-            stage = "pdeathsig"
-            _prctl(_PR_SET_PDEATHSIG, plan.pdeathsig)
-            if os.getppid() != parent:
-                os._exit(_FAILED_EXIT)
         if plan.no_new_privs:
             stage = "no_new_privs"
             _prctl(_PR_SET_NO_NEW_PRIVS, 1)
@@ -111,6 +106,12 @@ def _child(plan: SpawnPlan, stdio: ChildStdio, env: object, report: int, parent:
         if plan.uid is not None:
             stage = "setuid"
             os.setresuid(plan.uid, plan.uid, plan.uid)
+        if plan.pdeathsig:  # after the ids: changing them clears it
+            stage = "pdeathsig"
+            _prctl(_PR_SET_PDEATHSIG, plan.pdeathsig)
+            if os.getppid() != parent:  # the parent died before it was armed
+                os.kill(os.getpid(), plan.pdeathsig)
+                os._exit(128 + plan.pdeathsig)
         if plan.preexec_fn is not None:
             stage = "preexec_fn"
             plan.preexec_fn()

@@ -63,6 +63,9 @@ class SpawnOptions(TypedDict, total=False):
     cgroup: StrOrBytesPath | None
 
 
+_OPTION_NAMES = frozenset(SpawnOptions.__annotations__)
+
+
 @dataclass(frozen=True, slots=True)
 class SpawnPlan:
     """Everything a backend needs to start one child, already validated and encoded."""
@@ -119,6 +122,9 @@ class SpawnPlan:
 
 def make_plan(argv: Iterable[StrOrBytesPath], **options: Unpack[SpawnOptions]) -> SpawnPlan:
     """Validate and encode the options of a spawn; raise before anything is created."""
+    unknown = options.keys() - _OPTION_NAMES
+    if unknown:
+        raise TypeError(f"unknown spawn option(s): {', '.join(sorted(unknown))}")
     if isinstance(argv, (str, bytes)):
         raise TypeError("argv must be a sequence of arguments, not a single string")
     encoded_argv = tuple(_encode(arg, "argv") for arg in argv)
