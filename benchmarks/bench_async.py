@@ -1,0 +1,469 @@
+"""Async spawn+reap latency of ``/bin/true``: tether on asyncio and trio vs asyncio, anyio, trio.
+
+Method
+------
+Every contender is a coroutine function that starts ``/bin/true``, waits for it,
+reaps it and returns its exit code, on one event loop (asyncio or trio):
+
+* ``tether.open_process [asyncio|trio]``: ``await (await tether.open_process(argv)).wait()``;
+* ``tether.run_process [asyncio|trio]``: ``await tether.run_process(argv)`` (no capture);
+* ``asyncio.create_subprocess_exec``: ``await (await create_subprocess_exec(*argv)).wait()``;
+* ``anyio.open_process [asyncio|trio]``: ``await (await anyio.open_process(argv,
+  stdin=None, stdout=None, stderr=None)).wait()`` (``anyio.run_process`` would capture
+  the output through pipes, and ``open_process`` pipes all three streams by default);
+* ``trio.run_process``: ``await trio.run_process(argv, stdin=None, check=False)``
+  (its default ``stdin=b""`` would add a pipe and a feeding task);
+* ``trio.lowlevel.open_process``: ``await (await trio.lowlevel.open_process(argv)).wait()``;
+* ``os.posix_spawn (raw, blocking)``: the floor of ``bench_spawn.py``, ``os.posix_spawn``
+  plus a blocking ``os.waitpid``, called inside an asyncio loop (which it blocks):
+  the least Python can do, so the part of every other row that no library controls
+  (starting, running and ending ``/bin/true``).
+
+So no contender opens a pipe: every child inherits the benchmark's stdio.
+
+Each batch runs in an event loop of its own: one ``anyio.run(batch, backend=...)``
+per batch, i.e. a fresh asyncio loop (``asyncio.Runner``) or a fresh ``trio.run``,
+so that no contender inherits another's loop state (registered fds, a child
+watcher's handlers, caches). The native asyncio and trio contenders call only their
+own APIs inside it. The clock runs inside the loop, around the batch's spawns, so
+starting and closing the loop is not timed. The rest follows ``bench_spawn.py``:
+
+1. Warm-up: one untimed batch per contender, every exit code checked.
+2. R rounds (``--rounds``): the contenders run in a freshly shuffled order; each
+   runs N spawns back to back (``--batch``) in one loop run; the mean time per spawn
+   of that batch is one sample. The garbage collector runs before each batch.
+3. Per contender: the median of its R batch means, their 10th and 90th percentiles,
+   and the ratio of its median to ``anyio.open_process [asyncio]``'s, to the anyio
+   contender on the same loop and to the floor.
+4. Targets: for each (contender, reference) pair, the ratio of medians and the
+   *paired* ratio (per round, the contender's batch mean over the reference's in the
+   same round; median and p10..p90 over rounds), which cancels load that lasts a
+   round. Beside them, the ratio of the parts above the floor,
+   ``(contender - floor) / (reference - floor)`` on medians: what the libraries
+   themselves add, without the child's own run time that both pay.
+
+Add a contender by appending an :class:`AsyncContender` to :func:`default_contenders`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import gc
+import json
+import os
+import platform
+import random
+import resource
+import statistics
+import sys
+import time
+import warnings
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import anyio
+import trio
+import trio.lowlevel
+
+import tether
+from bench_spawn import (
+    TRUE,
+    format_machine,
+    percentiles,
+    positive_int,
+    raw_posix_spawn,
+    render_table,
+)
+
+DEFAULT_ROUNDS = 30
+DEFAULT_BATCH = 40
+QUICK_ROUNDS = 5
+QUICK_BATCH = 10
+LOOPS = ("asyncio", "trio")
+REFERENCE = "anyio.open_process [asyncio]"
+FLOOR = "os.posix_spawn (raw, blocking)"
+NEAR_FLOOR = 0.1
+"""A reference less than this fraction above the floor gets no ``x above floor``."""
+
+SpawnReap = Callable[[], Awaitable[int | None]]
+"""Spawns, waits for and reaps one child inside a running loop; returns its exit code."""
+
+
+@dataclass(frozen=True)
+class AsyncContender:
+    """One way to spawn and reap ``/bin/true`` on one event loop (``asyncio`` or ``trio``)."""
+
+    name: str
+    loop: str
+    run: SpawnReap
+
+
+@dataclass(frozen=True)
+class Stats:
+    median: float
+    p10: float
+    p90: float
+
+    @classmethod
+    def of(cls, values: Sequence[float]) -> Stats:
+        p10, p90 = percentiles(values)
+        return cls(statistics.median(values), p10, p90)
+
+
+@dataclass(frozen=True)
+class Summary:
+    """A contender's batch means (µs per spawn) and their statistics."""
+
+    name: str
+    loop: str
+    batch_means_us: list[float]
+    median_us: float
+    p10_us: float
+    p90_us: float
+    vs_reference: float
+    vs_same_loop: float
+    vs_floor: float
+
+
+@dataclass(frozen=True)
+class Target:
+    """``contender`` should take at most ``limit`` times ``reference``'s time (None: shown only)."""
+
+    contender: str
+    reference: str
+    limit: float | None
+
+
+@dataclass(frozen=True)
+class Verdict:
+    target: Target
+    ratio_of_medians: float
+    paired: Stats
+    above_floor: float | None
+    """(contender - floor) / (reference - floor), on medians: the ratio of the parts
+    the libraries control. None without a floor, or when the reference is within
+    :data:`NEAR_FLOOR` of it (the quotient of two small differences is noise)."""
+    verdict: str
+
+
+# --- contenders -----------------------------------------------------------------------
+
+
+async def tether_open_process() -> int | None:
+    process = await tether.open_process([TRUE])
+    return (await process.wait()).returncode
+
+
+async def tether_run_process() -> int | None:
+    return (await tether.run_process([TRUE])).returncode
+
+
+async def asyncio_exec() -> int | None:
+    process = await asyncio.create_subprocess_exec(TRUE)
+    return await process.wait()
+
+
+async def anyio_open_process() -> int | None:
+    process = await anyio.open_process([TRUE], stdin=None, stdout=None, stderr=None)
+    return await process.wait()
+
+
+async def trio_run_process() -> int | None:
+    return (await trio.run_process([TRUE], stdin=None, check=False)).returncode
+
+
+async def trio_open_process() -> int | None:
+    process = await trio.lowlevel.open_process([TRUE])
+    return await process.wait()
+
+
+async def raw_blocking() -> int | None:
+    return raw_posix_spawn()
+
+
+def anyio_name(loop: str) -> str:
+    return f"anyio.open_process [{loop}]"
+
+
+def default_contenders() -> list[AsyncContender]:
+    contenders = []
+    for loop in LOOPS:
+        contenders += [
+            AsyncContender(f"tether.open_process [{loop}]", loop, tether_open_process),
+            AsyncContender(f"tether.run_process [{loop}]", loop, tether_run_process),
+            AsyncContender(anyio_name(loop), loop, anyio_open_process),
+        ]
+    return [
+        *contenders,
+        AsyncContender("asyncio.create_subprocess_exec", "asyncio", asyncio_exec),
+        AsyncContender("trio.run_process", "trio", trio_run_process),
+        AsyncContender("trio.lowlevel.open_process", "trio", trio_open_process),
+        AsyncContender(FLOOR, "asyncio", raw_blocking),
+    ]
+
+
+TARGETS = (
+    Target("tether.open_process [asyncio]", REFERENCE, 0.75),
+    Target("tether.open_process [trio]", REFERENCE, 0.75),
+    Target("tether.open_process [trio]", anyio_name("trio"), None),
+    Target("tether.open_process [asyncio]", "asyncio.create_subprocess_exec", None),
+    Target("tether.open_process [trio]", "trio.lowlevel.open_process", None),
+    Target("tether.run_process [trio]", "trio.run_process", None),
+)
+
+
+# --- measuring ------------------------------------------------------------------------
+
+
+async def _timed_batch(run: SpawnReap, batch: int, name: str) -> int:
+    """Inside the loop: *batch* spawn+reaps back to back; the elapsed ns."""
+    start = time.perf_counter_ns()
+    for _ in range(batch):
+        code = await run()
+        if code != 0:
+            raise RuntimeError(f"{name}: {TRUE} exited with {code}")
+    return time.perf_counter_ns() - start
+
+
+def time_batch(contender: AsyncContender, batch: int) -> float:
+    """One batch in a fresh event loop; the mean µs per spawn."""
+    gc.collect()
+    elapsed = anyio.run(_timed_batch, contender.run, batch, contender.name, backend=contender.loop)
+    return elapsed / batch / 1000
+
+
+def measure(
+    contenders: Sequence[AsyncContender], rounds: int, batch: int, rng: random.Random
+) -> dict[str, list[float]]:
+    """Batch means per contender name, one per round, in shuffled order each round."""
+    means: dict[str, list[float]] = {c.name: [] for c in contenders}
+    order = list(contenders)
+    for _ in range(rounds):
+        rng.shuffle(order)
+        for contender in order:
+            means[contender.name].append(time_batch(contender, batch))
+    return means
+
+
+def summarise(contenders: Sequence[AsyncContender], means: dict[str, list[float]]) -> list[Summary]:
+    medians = {name: statistics.median(values) for name, values in means.items()}
+    summaries = []
+    for c in contenders:
+        stats = Stats.of(means[c.name])
+        summaries.append(
+            Summary(
+                name=c.name,
+                loop=c.loop,
+                batch_means_us=means[c.name],
+                median_us=stats.median,
+                p10_us=stats.p10,
+                p90_us=stats.p90,
+                vs_reference=medians[c.name] / medians[REFERENCE],
+                vs_same_loop=medians[c.name] / medians[anyio_name(c.loop)],
+                vs_floor=medians[c.name] / medians[FLOOR],
+            )
+        )
+    return summaries
+
+
+# --- targets (shared with bench_reap.py) ----------------------------------------------
+
+
+def judge(target: Target, samples: dict[str, list[float]], floor: str | None) -> Verdict:
+    """Judge *target* on per-round *samples* (one value per round for each name).
+
+    ``met`` / ``NOT met`` when the whole p10..p90 range of the paired ratio is on one
+    side of the limit, ``borderline`` (with the ratio of medians deciding) otherwise.
+    The limit applies to the whole time; the ratio above *floor* is shown beside it.
+    """
+    mine, theirs = samples[target.contender], samples[target.reference]
+    ratio = statistics.median(mine) / statistics.median(theirs)
+    above_floor = None
+    if floor is not None:
+        base = statistics.median(samples[floor])
+        if statistics.median(theirs) > base * (1 + NEAR_FLOOR):
+            above_floor = (statistics.median(mine) - base) / (statistics.median(theirs) - base)
+    paired = Stats.of([a / b for a, b in zip(mine, theirs, strict=True)])
+    limit = target.limit
+    if limit is None:
+        verdict = "(shown only)"
+    elif paired.p90 <= limit:
+        verdict = "met"
+    elif paired.p10 > limit:
+        verdict = "NOT met"
+    else:
+        verdict = "borderline (met)" if ratio <= limit else "borderline (NOT met)"
+    return Verdict(target, ratio, paired, above_floor, verdict)
+
+
+def format_verdicts(verdicts: Sequence[Verdict]) -> str:
+    columns = ["target", "limit", "x medians", "paired x", "p10 .. p90", "verdict", "x above floor"]
+    rows = [
+        [
+            f"{v.target.contender} vs {v.target.reference}",
+            "-" if v.target.limit is None else f"<= {v.target.limit:.2f}",
+            f"{v.ratio_of_medians:.2f}",
+            f"{v.paired.median:.2f}",
+            f"{v.paired.p10:.2f} .. {v.paired.p90:.2f}",
+            v.verdict,
+            "-" if v.above_floor is None else f"{round(v.above_floor, 2) + 0.0:.2f}",
+        ]
+        for v in verdicts
+    ]
+    return render_table(columns, rows)
+
+
+# --- environment and output -----------------------------------------------------------
+
+
+def asyncio_child_watcher() -> str:
+    """How asyncio learns that a child exited, on this Python."""
+    if sys.version_info >= (3, 12):
+        return "pidfd or thread (3.12+: no watcher objects)"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        watcher = asyncio.get_event_loop_policy().get_child_watcher()
+    return type(watcher).__name__
+
+
+def environment(**extra: Any) -> dict[str, Any]:
+    """The machine and the software, for the header and ``--json`` (*extra* appended)."""
+    return {
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "kernel": platform.release(),
+        "cpu_count": os.cpu_count(),
+        "usable_cpus": len(os.sched_getaffinity(0)),
+        "load_average": [round(value, 2) for value in os.getloadavg()],
+        "tether": tether.__version__,
+        "anyio": metadata.version("anyio"),
+        "trio": metadata.version("trio"),
+        "asyncio_child_watcher": asyncio_child_watcher(),
+        "rlimit_nofile": list(resource.getrlimit(resource.RLIMIT_NOFILE)),
+        **extra,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def format_libraries(env: dict[str, Any]) -> str:
+    return (
+        f"anyio {env['anyio']}, trio {env['trio']}, "
+        f"asyncio child watcher: {env['asyncio_child_watcher']}"
+    )
+
+
+def format_header(env: dict[str, Any]) -> str:
+    return "\n".join(
+        [
+            f"async spawn+reap of {TRUE}, sequential, one event loop run per batch",
+            format_machine(env),
+            format_libraries(env),
+            f"{env['rounds']} rounds x {env['batch']} spawns per contender, "
+            f"shuffled order per round (seed {env['seed']})",
+        ]
+    )
+
+
+def format_table(summaries: Sequence[Summary]) -> str:
+    columns = [
+        "contender",
+        "median µs",
+        "p10 µs",
+        "p90 µs",
+        "x anyio[asyncio]",
+        "x anyio[same]",
+        "x floor",
+    ]
+    rows = [
+        [
+            s.name,
+            f"{s.median_us:.1f}",
+            f"{s.p10_us:.1f}",
+            f"{s.p90_us:.1f}",
+            f"{s.vs_reference:.2f}",
+            f"{s.vs_same_loop:.2f}",
+            f"{s.vs_floor:.2f}",
+        ]
+        for s in summaries
+    ]
+    return render_table(columns, rows)
+
+
+def write_json(
+    path: Path, env: dict[str, Any], summaries: Sequence[Summary], verdicts: Sequence[Verdict]
+) -> None:
+    document = {
+        "environment": env,
+        "reference": REFERENCE,
+        "floor": FLOOR,
+        "results": [vars(s) for s in summaries],
+        "targets": [
+            {
+                **vars(v.target),
+                "ratio_of_medians": v.ratio_of_medians,
+                "paired": vars(v.paired),
+                "above_floor": v.above_floor,
+                "verdict": v.verdict,
+            }
+            for v in verdicts
+        ],
+    }
+    path.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument(
+        "--rounds",
+        type=positive_int,
+        default=DEFAULT_ROUNDS,
+        help=f"timed rounds (default {DEFAULT_ROUNDS})",
+    )
+    parser.add_argument(
+        "--batch",
+        type=positive_int,
+        default=DEFAULT_BATCH,
+        help=f"spawns per contender per round, in one loop run (default {DEFAULT_BATCH})",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"smoke run: {QUICK_ROUNDS} rounds of {QUICK_BATCH} (overrides --rounds/--batch)",
+    )
+    parser.add_argument("--seed", type=int, default=None, help="seed for the round order")
+    parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="write results")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.rounds, args.batch = QUICK_ROUNDS, QUICK_BATCH
+    if args.seed is None:
+        args.seed = random.SystemRandom().randrange(2**32)
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    env = environment(rounds=args.rounds, batch=args.batch, seed=args.seed)
+    contenders = default_contenders()
+    print(format_header(env), flush=True)
+    for contender in contenders:  # warm-up: every exit code is checked
+        time_batch(contender, args.batch)
+    means = measure(contenders, args.rounds, args.batch, random.Random(args.seed))
+    summaries = summarise(contenders, means)
+    verdicts = [judge(target, means, FLOOR) for target in TARGETS]
+    print()
+    print(format_table(summaries))
+    print()
+    print(format_verdicts(verdicts))
+    if args.json is not None:
+        write_json(args.json, env, summaries, verdicts)
+        print(f"\nwrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
