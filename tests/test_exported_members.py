@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import inspect
+
 import tether
 
 EXPECTED = {
+    "AsyncSupervisor",
+    "CgroupError",
+    "KillMode",
+    "KilledAfterGraceWarning",
+    "Supervisor",
     "AsyncProcess",
     "DEFAULT_GRACE",
     "DEVNULL",
@@ -40,7 +47,7 @@ def test_public_names_are_pinned() -> None:
 def test_every_public_name_exists_and_is_documented() -> None:
     for name in tether.__all__:
         member = getattr(tether, name)
-        if callable(member):
+        if inspect.isclass(member) or inspect.isfunction(member):
             assert member.__doc__, f"tether.{name} has no docstring"
 
 

@@ -6,6 +6,8 @@ not magic integers. See the README and ``docs/`` for the guide.
 """
 
 from ._async import AsyncProcess, open_process, run_process
+from ._async_supervisor import AsyncSupervisor
+from ._cgroup import CgroupError
 from ._errors import (
     CalledProcessError,
     SpawnError,
@@ -17,6 +19,7 @@ from ._process import DEFAULT_GRACE, Process, spawn
 from ._run import Completed, run
 from ._spawn import DEVNULL, PIPE, STDOUT, SpawnOptions
 from ._status import Continued, Exited, Rusage, Signaled, Status, Stopped, decode_status
+from ._supervisor import KilledAfterGraceWarning, KillMode, Supervisor
 from .limits import Limits
 
 __all__ = [
@@ -25,10 +28,14 @@ __all__ = [
     "PIPE",
     "STDOUT",
     "AsyncProcess",
+    "AsyncSupervisor",
     "CalledProcessError",
+    "CgroupError",
     "Completed",
     "Continued",
     "Exited",
+    "KillMode",
+    "KilledAfterGraceWarning",
     "Limits",
     "Process",
     "Rusage",
@@ -38,6 +45,7 @@ __all__ = [
     "Status",
     "StatusUnknownError",
     "Stopped",
+    "Supervisor",
     "TetherError",
     "TimeoutExpired",
     "decode_status",
