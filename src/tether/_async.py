@@ -46,8 +46,8 @@ from typing_extensions import Self, Unpack, final
 
 from ._errors import StatusUnknownError, TimeoutExpired
 from ._process import DEFAULT_GRACE, Process, spawn
-from ._run import Completed, _claim
-from ._spawn import PIPE, SpawnOptions, StrOrBytesPath
+from ._run import Completed, prepare_run
+from ._spawn import SpawnOptions, StrOrBytesPath
 from ._status import Status
 from .limits import Limits
 
@@ -381,15 +381,7 @@ async def run_process(
     unsuccessful status. If the caller is cancelled, the child is stopped the same
     way and reaped before the cancellation propagates.
     """
-    if grace < 0:
-        raise ValueError(f"grace must not be negative, not {grace}")
-    if input is not None:
-        _claim(options, "stdin", "input")
-        options["stdin"] = PIPE
-    if capture:
-        _claim(options, "stdout", "capture")
-        _claim(options, "stderr", "capture")
-        options["stdout"] = options["stderr"] = PIPE
+    prepare_run(options, input=input, capture=capture, grace=grace)
     chunks: dict[int, list[bytes]] = {}
 
     def output(target: int) -> bytes | None:

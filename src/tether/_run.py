@@ -69,13 +69,7 @@ def run(
     :class:`tether.TimeoutExpired` raised with the output read so far. ``check=True``
     raises :class:`tether.CalledProcessError` for an unsuccessful status.
     """
-    if input is not None:
-        _claim(options, "stdin", "input")
-        options["stdin"] = PIPE
-    if capture:
-        _claim(options, "stdout", "capture")
-        _claim(options, "stderr", "capture")
-        options["stdout"] = options["stderr"] = PIPE
+    prepare_run(options, input=input, capture=capture, grace=grace)
     deadline = None if timeout is None else time.monotonic() + timeout
     process = spawn(argv, **options)
     exchange = _Exchange(process, input)
@@ -96,6 +90,19 @@ def run(
     if check:
         completed.check_returncode()
     return completed
+
+
+def prepare_run(options: SpawnOptions, *, input: bytes | None, capture: bool, grace: float) -> None:
+    """Check the arguments of ``run``/``run_process`` and pipe what they feed or capture."""
+    if grace < 0:
+        raise ValueError(f"grace must not be negative, not {grace}")
+    if input is not None:
+        _claim(options, "stdin", "input")
+        options["stdin"] = PIPE
+    if capture:
+        _claim(options, "stdout", "capture")
+        _claim(options, "stderr", "capture")
+        options["stdout"] = options["stderr"] = PIPE
 
 
 def _claim(options: SpawnOptions, name: str, by: str) -> None:
