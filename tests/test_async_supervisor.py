@@ -28,7 +28,8 @@ from tests.test_supervisor import (
 )
 from tether._async import AsyncProcess
 from tether._async_supervisor import AsyncSupervisor
-from tether._supervisor import KilledAfterGraceWarning, ProcessTree
+from tether._supervisor import KilledAfterGraceWarning
+from tether._tree import ProcessTree
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import ExceptionGroup

@@ -7,6 +7,11 @@ import inspect
 import tether
 
 EXPECTED = {
+    "Backoff",
+    "RestartMode",
+    "RestartPolicy",
+    "Supervised",
+    "SupervisedChildFailed",
     "AsyncSupervisor",
     "CgroupError",
     "KillMode",

@@ -21,8 +21,9 @@ from collections.abc import Iterator
 import pytest
 
 import tether
-from tether import _pidfd, _supervisor
-from tether._supervisor import KilledAfterGraceWarning, ProcessTree, Supervisor
+from tether import _pidfd, _tree
+from tether._supervisor import KilledAfterGraceWarning, Supervisor
+from tether._tree import ProcessTree
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import ExceptionGroup
@@ -228,12 +229,12 @@ def test_an_explicit_foreign_process_group_is_refused() -> None:
 
 
 def test_spawn_options_are_prepared_for_supervision() -> None:
-    group = _supervisor.prepare_options("group", {}, None)
+    group = _tree.prepare_options("group", {}, None)
     assert group == {"pdeathsig": signal.SIGKILL, "process_group": 0}
-    session = _supervisor.prepare_options("group", {"start_new_session": True}, None)
+    session = _tree.prepare_options("group", {"start_new_session": True}, None)
     assert "process_group" not in session
-    assert _supervisor.prepare_options("process", {"pdeathsig": None}, None) == {"pdeathsig": None}
-    joined = _supervisor.prepare_options("cgroup", {"process_group": 1}, None)
+    assert _tree.prepare_options("process", {"pdeathsig": None}, None) == {"pdeathsig": None}
+    joined = _tree.prepare_options("cgroup", {"process_group": 1}, None)
     assert joined["process_group"] == 1
 
 

@@ -15,7 +15,9 @@ from ._errors import (
     TetherError,
     TimeoutExpired,
 )
+from ._keepalive import Supervised, SupervisedChildFailed
 from ._process import DEFAULT_GRACE, Process, spawn
+from ._restart import Backoff, RestartMode, RestartPolicy
 from ._run import Completed, run
 from ._spawn import DEVNULL, PIPE, STDOUT, SpawnOptions
 from ._status import Continued, Exited, Rusage, Signaled, Status, Stopped, decode_status
@@ -29,6 +31,7 @@ __all__ = [
     "STDOUT",
     "AsyncProcess",
     "AsyncSupervisor",
+    "Backoff",
     "CalledProcessError",
     "CgroupError",
     "Completed",
@@ -38,6 +41,8 @@ __all__ = [
     "KilledAfterGraceWarning",
     "Limits",
     "Process",
+    "RestartMode",
+    "RestartPolicy",
     "Rusage",
     "Signaled",
     "SpawnError",
@@ -45,6 +50,8 @@ __all__ = [
     "Status",
     "StatusUnknownError",
     "Stopped",
+    "Supervised",
+    "SupervisedChildFailed",
     "Supervisor",
     "TetherError",
     "TimeoutExpired",

@@ -1,8 +1,8 @@
 """``tether.AsyncSupervisor``: the supervisor scope for anyio, on asyncio and trio.
 
-The policy is :class:`tether.Supervisor`'s (see ``_supervisor``): the stop signal to
-every child at once, one shared grace period, SIGKILL for what is left, a
-:class:`KilledAfterGraceWarning` when that was needed, every child reaped before the
+The policy is :class:`tether.Supervisor`'s (see ``_supervisor`` and ``_shutdown``): the
+stop signal to every child at once, one shared grace period, SIGKILL for what is left,
+a :class:`KilledAfterGraceWarning` when that was needed, every child reaped before the
 scope returns, and failures attached to the body's exception or raised in an
 ``ExceptionGroup``. Only the waiting is async: each tree is stopped by its own task
 in an anyio task group, the leader awaited on its pidfd (``AsyncProcess.wait``), a
@@ -18,7 +18,27 @@ shutdown be interrupted all the same (a ``KeyboardInterrupt``, or a native async
 reaped synchronously before the interrupt propagates.
 
 The body of ``async with`` does not run inside a task group of ours, so an exception
-leaves it unwrapped, as it came.
+leaves it unwrapped, as it came. That rules out the obvious home for keep-alive, an
+internal task group opened in ``__aenter__``: the body would then run inside it, and
+trio (and anyio's asyncio backend) would wrap every exception of the body in an
+``ExceptionGroup``. A thread like the sync ``Supervisor``'s would work, but would have
+to hand every restart back to the event loop (``anyio.from_thread``) and be a thread
+where a task will do. So restarts run as tasks in a task group the *caller* owns::
+
+    async with anyio.create_task_group() as tg:
+        async with tether.AsyncSupervisor(task_group=tg) as sup:
+            await sup.start(["server"], restart="on-failure")
+            ...
+
+the structured-concurrency idiom of passing a nursery: the caller already decided how
+exceptions of that group are grouped, and the group encloses the scope. ``start()``
+with a restart policy and no ``task_group`` is a ``ValueError``. Each child under a
+policy gets one keeper task: it awaits the child's exit on its pidfd, asks the restart
+tracker (``_keepalive``), waits out the backoff (a wait on an event with the delay
+left on the supervisor's clock as its timeout, so a test can drive a fake clock and
+poke), then starts the next incarnation. Leaving the scope cancels every keeper and
+waits for all of them to finish before any child is stopped, so nothing restarts
+during the shutdown; a keeper that has not started yet finds the scope closed.
 """
 
 from __future__ import annotations
@@ -26,33 +46,29 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import random as _random
 import signal as signals
 import sys
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from types import TracebackType
 
 import anyio
 import anyio.lowlevel
+from anyio.abc import TaskGroup
 from typing_extensions import Self, Unpack, final
 
 from ._async import AsyncProcess, open_process
+from ._async_keepalive import Keepers
+from ._base import SupervisorBase
 from ._errors import StatusUnknownError
+from ._keepalive import Supervised, frozen_argv, frozen_options, parse_policy, stop_leftovers
 from ._process import DEFAULT_GRACE
+from ._restart import Backoff, RestartMode, RestartPolicy
+from ._shutdown import _FIRST_DELAY, _MAX_DELAY, Outcome, abandon, close_all, finish, report
 from ._spawn import SpawnOptions, StrOrBytesPath
 from ._status import Status
-from ._supervisor import (
-    _FIRST_DELAY,
-    _MAX_DELAY,
-    KILL_PATIENCE,
-    KillMode,
-    Outcome,
-    ProcessTree,
-    SupervisorBase,
-    abandon,
-    finish,
-    prepare_options,
-    report,
-)
+from ._tree import KILL_PATIENCE, KillMode, ProcessTree, prepare_options
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found, unused-ignore]
@@ -61,13 +77,16 @@ __all__ = ["AsyncSupervisor"]
 
 
 @final
-class AsyncSupervisor(SupervisorBase):
+class AsyncSupervisor(SupervisorBase[AsyncProcess]):
     """An ``async with`` scope whose children are stopped and reaped when it ends.
 
-    ``AsyncSupervisor(grace=5.0, stop_signal=SIGTERM, kill="group", cgroup_parent=None)``
-    takes the settings of :class:`tether.Supervisor` and gives the same guarantees,
-    whether the scope ends normally, by an exception or by cancellation. Children are
-    started with :meth:`start` and are :class:`tether.AsyncProcess` handles.
+    ``AsyncSupervisor(grace=5.0, stop_signal=SIGTERM, kill="group", cgroup_parent=None,
+    subreaper=False, task_group=None)`` takes the settings of :class:`tether.Supervisor`
+    and gives the same guarantees, whether the scope ends normally, by an exception or
+    by cancellation. Children are started with :meth:`start` and are
+    :class:`tether.AsyncProcess` handles. Children with a restart policy are kept alive
+    by tasks in *task_group*, which the caller opens around the scope; *clock* and
+    *random* drive the restart schedules (tests pass fakes).
     """
 
     def __init__(
@@ -77,76 +96,113 @@ class AsyncSupervisor(SupervisorBase):
         stop_signal: int = signals.SIGTERM,
         kill: KillMode = "group",
         cgroup_parent: str | os.PathLike[str] | None = None,
+        subreaper: bool = False,
+        task_group: TaskGroup | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        random: Callable[[], float] = _random.random,
     ) -> None:
         super().__init__(
-            grace=grace, stop_signal=stop_signal, kill=kill, cgroup_parent=cgroup_parent
+            grace=grace,
+            stop_signal=stop_signal,
+            kill=kill,
+            cgroup_parent=cgroup_parent,
+            subreaper=subreaper,
+            clock=clock,
+            random=random,
         )
-        self._handles: dict[int, AsyncProcess] = {}  # id(tree) -> its handle
+        self._task_group = task_group
+        self._handles: dict[int, AsyncProcess] = {}  # id(tree) -> its handle, every incarnation
+        self._keepers = Keepers(self)
 
     @property
     def children(self) -> list[AsyncProcess]:
-        """Every child started by this scope, in start order (exited ones included)."""
-        return [self._handles[id(tree)] for tree in self._trees]
+        """The current incarnation of every child of this scope, in start order."""
+        return [record.process for record in self._records]
+
+    @property
+    def supervised(self) -> list[Supervised[AsyncProcess]]:
+        """A record per child of this scope, in start order: its handle, state and restarts."""
+        return list(self._records)
 
     async def start(
-        self, argv: Iterable[StrOrBytesPath], **options: Unpack[SpawnOptions]
+        self,
+        argv: Iterable[StrOrBytesPath],
+        *,
+        restart: RestartMode | RestartPolicy | None = None,
+        backoff: Backoff | float | None = None,
+        **options: Unpack[SpawnOptions],
     ) -> AsyncProcess:
         """Start *argv* as a child of this scope; takes the options of :func:`tether.open_process`.
 
-        Cancellation is checked before the spawn, never after it. In ``"group"`` mode
-        the child leads a new process group; an explicit ``process_group`` other than
-        0 is a ``ValueError``. Raises ``RuntimeError`` outside the scope.
+        *restart* and *backoff* are those of :meth:`tether.Supervisor.spawn`, and need
+        the supervisor's ``task_group``. Cancellation is checked before the spawn, never
+        after it. In ``"group"`` mode the child leads a new process group; an explicit
+        ``process_group`` other than 0 is a ``ValueError``. Raises ``RuntimeError``
+        outside the scope.
         """
+        policy = parse_policy(restart, backoff)
+        if policy is not None:
+            if self._task_group is None:
+                raise ValueError(
+                    "a restart policy needs a task group for its keeper task: "
+                    "AsyncSupervisor(task_group=tg), with tg opened around the scope"
+                )
+            argv, options = frozen_argv(argv), frozen_options(options)
         self._check_open("start")
         self._release_finished()
-        cgroup = self._new_cgroup()
-        try:
-            handle = await open_process(argv, **prepare_options(self._kill, options, cgroup))
-        except BaseException:
-            if cgroup is not None:
-                cgroup.remove()
-            raise
-        tree = ProcessTree(handle._process, self._kill, cgroup)
-        try:
-            tree.pin_group()
-            if self._state != "open":  # the scope ended while open_process checkpointed
-                raise RuntimeError("the supervisor scope ended while the child was being started")
-        except BaseException as exc:
-            abandon(tree, exc)
-            _close_pipes(handle)
-            raise
+        handle, tree = await self._launch(argv, options)
+        record = Supervised(handle, tree, argv, options, self._tracker(policy))
+        self._records.append(record)
         self._trees.append(tree)
         self._handles[id(tree)] = handle
+        if policy is not None and self._task_group is not None:
+            try:
+                self._keepers.start(self._task_group, record)
+            except BaseException as exc:  # the task group is not running
+                del self._records[-1], self._trees[-1], self._handles[id(tree)]
+                abandon(tree, exc)
+                _close_pipes(handle)
+                raise
         return handle
 
     async def wait_any(self) -> AsyncProcess:
-        """Wait until a child exits, reap it and return its handle.
+        """Wait until a child exits for good, reap it and return its (current) handle.
 
-        Each child is handed out once, in the order they exit; one that has already
-        exited is returned at once. Raises ``ChildProcessError`` when every child has
-        been handed out. Use ``anyio.fail_after`` for a timeout.
+        Each child is handed out once, in the order they finish; one that has finished
+        already is returned at once. A child under a restart policy finishes when it
+        exits and is not restarted; one that was given up raises its
+        :class:`tether.SupervisedChildFailed`. Raises ``ChildProcessError`` when every
+        child has been handed out. Use ``anyio.fail_after`` for a timeout.
         """
         while True:
             await anyio.lowlevel.checkpoint()
-            tree = self._next_exited()
-            if tree is not None:
-                return self._handles[id(tree)]
-            pending = [self._handles[id(tree)] for tree in self._pending()]
-            async with anyio.create_task_group() as tasks:
-                for handle in pending:
-                    tasks.start_soon(_wake_on_exit, handle, tasks.cancel_scope)
+            self._reap_adopted()
+            record = self._next_settled()
+            if record is not None:
+                return record.process
+            await self._keepers.until_change(self._pending())
 
     async def wait_all(self) -> list[Status]:
-        """Wait for every child to exit and return their statuses, in start order.
+        """Wait until every child has exited for good and return their statuses, in start order.
 
-        Only the children are awaited, not their groups. Use ``anyio.fail_after``
-        for a timeout; cancelling leaves the children running.
+        Only the children are awaited, not their groups; a child under a restart policy
+        is awaited until it exits and is not restarted. Raises the
+        :class:`tether.SupervisedChildFailed` of a child given up as soon as there is
+        one. Use ``anyio.fail_after`` for a timeout; cancelling leaves the children running.
         """
-        return [await handle.wait() for handle in self.children]
+        while True:
+            await anyio.lowlevel.checkpoint()
+            self._reap_adopted()
+            self._raise_unseen_failure()
+            unsettled = self._unsettled()
+            if not unsettled:
+                return self._final_statuses()
+            await self._keepers.until_change(unsettled)
 
     async def __aenter__(self) -> Self:
         await anyio.lowlevel.checkpoint()
         self._open()
+        self._keepers.open()
         return self
 
     async def __aexit__(
@@ -156,26 +212,36 @@ class AsyncSupervisor(SupervisorBase):
         traceback: TracebackType | None,
     ) -> None:
         self._state = "closed"
-        trees = [tree for tree in self._trees if not tree.closed]
         outcome = Outcome()
+        trees: list[ProcessTree] = []
         try:
             with anyio.CancelScope(shield=True):
+                await self._keepers.stop()  # first: nothing restarts once the shutdown begins
+                self._end_restarts()
+                trees = [tree for tree in self._trees if not tree.closed]
                 for tree in trees:
                     outcome.attempt(tree, functools.partial(tree.stop, self._stop_signal))
                 async with anyio.create_task_group() as tasks:
                     for tree in trees:
                         tasks.start_soon(self._stop_tree, tree, outcome)
+                close_all(trees, outcome, self._reap_adopted_at_exit)
         except BaseException as interrupt:  # shields cannot hold these off: kill, reap, re-raise
             outcome.interrupted = _unwrap(interrupt)
+            self._end_restarts()
+            trees = [tree for tree in self._trees if not tree.closed]
             for tree in trees:
                 outcome.attempt(tree, tree.kill)
             for tree in trees:
-                finish(tree, outcome)
+                finish(tree, outcome, close=False)
+            close_all(trees, outcome, self._reap_adopted_at_exit)
+        finally:
+            self._unclaim()
         for handle in self._handles.values():
             _close_pipes(handle)
+        self._record_final_exits()
         if isinstance(exc, anyio.get_cancelled_exc_class()):
             exc = None  # a cancel scope would swallow notes on it: raise the failures instead
-        report(exc, outcome, self._grace, self._stop_signal)
+        report(exc, outcome, self._grace, self._stop_signal, self._unseen_failures())
 
     async def _stop_tree(self, tree: ProcessTree, outcome: Outcome) -> None:
         handle = self._handles[id(tree)]
@@ -195,7 +261,53 @@ class AsyncSupervisor(SupervisorBase):
                 outcome.record(tree, tree.survivors())
         except Exception as exc:
             outcome.record(tree, exc)
-        finish(tree, outcome, confirm=False)  # reaped and gone already, unless something failed
+        finish(tree, outcome, confirm=False, close=False)  # closed with the others
+
+    async def _launch(
+        self, argv: Iterable[StrOrBytesPath], options: SpawnOptions
+    ) -> tuple[AsyncProcess, ProcessTree]:
+        """Start one incarnation in a tree of its own; nothing is left behind if that fails."""
+        cgroup = self._new_cgroup()
+        try:
+            handle = await open_process(argv, **prepare_options(self._kill, options, cgroup))
+        except BaseException:
+            if cgroup is not None:
+                cgroup.remove()
+            raise
+        tree = ProcessTree(handle._process, self._kill, cgroup)
+        try:
+            tree.pin_group()
+            if self._state != "open":  # the scope ended while open_process checkpointed
+                raise RuntimeError("the supervisor scope ended while the child was being started")
+        except BaseException as exc:
+            abandon(tree, exc)
+            _close_pipes(handle)
+            raise
+        return handle, tree
+
+    # --- keep-alive (the keeper tasks live in _async_keepalive) -------------------------
+
+    async def _relaunch(self, record: Supervised[AsyncProcess]) -> None:
+        """Start the next incarnation of *record*, or give it up if that cannot be done."""
+        stop_leftovers(record._tree, signals.SIGKILL)
+        self._release_finished()
+        try:
+            handle, tree = await self._launch(record._argv, record._options)
+        except Exception as exc:
+            if self._state == "open":
+                status = record._tree.process.status
+                record._fail(status, f"restart {record.restarts + 1} failed to spawn: {exc}", exc)
+                self._keepers.notify()
+            return
+        self._trees.append(tree)
+        self._handles[id(tree)] = handle
+        record._restarted(handle, tree)
+        self._keepers.notify()
+
+    async def _poke(self) -> None:
+        """For tests: wake the keepers waiting out a backoff; return once each has looked
+        at the clock again (and restarted its child if that was due)."""
+        await self._keepers.poke()
 
 
 async def _others_gone(tree: ProcessTree) -> None:
@@ -209,12 +321,6 @@ async def _others_gone(tree: ProcessTree) -> None:
     while tree.others_alive():  # grandchildren send no exit notification: poll
         await anyio.sleep(delay)
         delay = min(2 * delay, _MAX_DELAY)
-
-
-async def _wake_on_exit(handle: AsyncProcess, scope: anyio.CancelScope) -> None:
-    with contextlib.suppress(StatusUnknownError):
-        await handle.wait()
-    scope.cancel()
 
 
 def _unwrap(exc: BaseException) -> BaseException:

@@ -1,0 +1,241 @@
+"""The settings and bookkeeping shared by ``Supervisor`` and ``AsyncSupervisor``.
+
+A scope keeps two lists. ``_records`` has one :class:`~tether._keepalive.Supervised`
+per child the caller started, in start order: that is what ``children``,
+``supervised``, ``statuses`` and the waits look at. ``_trees`` has one
+:class:`~tether._tree.ProcessTree` per *incarnation*: a child restarted three times
+owns four trees, and every one of them is stopped, checked and closed when the scope
+ends. Finished trees are closed along the way (on each spawn), so that the pinned
+pidfds and cgroups of restarts that came and went do not pile up.
+
+The waits hand each child out once (``wait_any``) or all at once (``wait_all``), and a
+child counts as finished when no restart will follow: a plain child when it has been
+reaped, a child under a restart policy when its record says ``"exited"`` or
+``"failed"``. A given-up child is raised as its ``SupervisedChildFailed`` from the
+first wait that finds it; one that no wait raised is reported when the scope ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno as errnos
+import os
+import random as _random
+import signal as signals
+import time
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+from . import _subreaper
+from ._cgroup import Cgroup, writable_parent
+from ._errors import StatusUnknownError
+from ._keepalive import Supervised, SupervisedChildFailed, logger
+from ._process import DEFAULT_GRACE
+from ._restart import RestartPolicy, RestartTracker
+from ._status import Status
+from ._tree import KillMode, ProcessTree
+
+__all__ = ["SupervisorBase"]
+
+H = TypeVar("H")
+
+
+class SupervisorBase(Generic[H]):
+    """Settings and state shared by ``Supervisor`` (*H* is ``Process``) and ``AsyncSupervisor``."""
+
+    def __init__(
+        self,
+        *,
+        grace: float = DEFAULT_GRACE,
+        stop_signal: int = signals.SIGTERM,
+        kill: KillMode = "group",
+        cgroup_parent: str | os.PathLike[str] | None = None,
+        subreaper: bool = False,
+        clock: Callable[[], float] = time.monotonic,
+        random: Callable[[], float] = _random.random,
+    ) -> None:
+        if grace < 0:
+            raise ValueError(f"grace must not be negative, not {grace}")
+        if isinstance(stop_signal, bool) or not 0 < stop_signal < signals.NSIG:
+            raise ValueError(f"stop_signal must be a signal number, not {stop_signal!r}")
+        if kill not in ("group", "cgroup", "process"):
+            raise ValueError(f'kill must be "group", "cgroup" or "process", not {kill!r}')
+        if cgroup_parent is not None and kill != "cgroup":
+            raise ValueError('cgroup_parent is only meaningful with kill="cgroup"')
+        if subreaper and kill == "process":
+            raise ValueError(
+                'subreaper=True needs kill="group" or "cgroup": with kill="process" no '
+                "orphan can be proven to belong to this scope, so none would ever be reaped"
+            )
+        self._grace = float(grace)
+        self._stop_signal = int(stop_signal)
+        self._kill: KillMode = kill
+        self._cgroup_parent = None if cgroup_parent is None else os.fspath(cgroup_parent)
+        self._subreaper = bool(subreaper)
+        self._claimed = False
+        self._clock = clock
+        self._random = random
+        self._state = "new"
+        self._records: list[Supervised[H]] = []
+        self._trees: list[ProcessTree] = []
+
+    @property
+    def grace(self) -> float:
+        """Seconds the children get after the stop signal before SIGKILL (a ceiling)."""
+        return self._grace
+
+    @property
+    def stop_signal(self) -> int:
+        """The signal that asks the children to stop."""
+        return self._stop_signal
+
+    @property
+    def kill_mode(self) -> KillMode:
+        """What a stop reaches: ``"group"``, ``"cgroup"`` or ``"process"``."""
+        return self._kill
+
+    @property
+    def subreaper(self) -> bool:
+        """Whether the scope adopts (and reaps) the orphans of its trees; see ``_subreaper``."""
+        return self._subreaper
+
+    @property
+    def statuses(self) -> list[Status | None]:
+        """Each child's status (its current incarnation's), in start order; None while unreaped."""
+        return [record._tree.process.status for record in self._records]
+
+    # --- the scope ----------------------------------------------------------------------
+
+    def _open(self) -> None:
+        if self._state != "new":
+            raise RuntimeError("a supervisor scope can be entered only once")
+        if self._kill == "cgroup":
+            self._cgroup_parent = writable_parent(self._cgroup_parent)
+        if self._subreaper:
+            _subreaper.claim()
+            self._claimed = True
+        self._state = "open"
+
+    def _unclaim(self) -> None:
+        """Let go of the process-wide subreaper flag once the scope is over."""
+        if self._claimed:
+            self._claimed = False
+            _subreaper.release()
+
+    def _check_open(self, what: str) -> None:
+        if self._state == "new":
+            raise RuntimeError(f"enter the supervisor scope before calling {what}()")
+        if self._state != "open":
+            raise RuntimeError(f"{what}() on a supervisor whose scope has ended")
+
+    def _tracker(self, policy: RestartPolicy | None) -> RestartTracker | None:
+        return None if policy is None else RestartTracker(policy, self._clock, self._random)
+
+    def _release_finished(self) -> None:
+        """Close the pinned pidfds and cgroups of finished trees, so that they do not pile up."""
+        self._reap_adopted()
+        for tree in self._trees:
+            if not tree.closed:
+                with contextlib.suppress(OSError):  # retried, then reported, when the scope ends
+                    if tree.finished():
+                        tree.close()
+
+    def _reap_adopted(self) -> None:
+        """Reap the exited orphans of our trees that this process adopted (``subreaper=True``)."""
+        if not self._subreaper or self._state != "open":
+            return
+        for pid, status in _subreaper.reap_adopted(self._trees):
+            logger.debug("reaped adopted orphan %d: %s", pid, status)
+
+    def _reap_adopted_at_exit(self) -> None:
+        if self._subreaper:
+            for pid, status in _subreaper.reap_adopted(self._trees):
+                logger.debug("reaped adopted orphan %d: %s", pid, status)
+
+    def _new_cgroup(self) -> Cgroup | None:
+        if self._kill != "cgroup":
+            return None
+        assert self._cgroup_parent is not None, "resolved on entering the scope"
+        return Cgroup.create(self._cgroup_parent)
+
+    # --- waiting ------------------------------------------------------------------------
+
+    def _next_settled(self) -> Supervised[H] | None:
+        """The first child not yet handed out that will not restart; raise it if it failed."""
+        for record in self._records:
+            if not record._handed_out and _settled(record):
+                record._handed_out = True
+                failure = record._unseen_failure()
+                if failure is not None:
+                    raise failure
+                return record
+        return None
+
+    def _pending(self) -> list[Supervised[H]]:
+        pending = [record for record in self._records if not record._handed_out]
+        if not pending:
+            raise ChildProcessError(errnos.ECHILD, "no supervised child is left to wait for")
+        return pending
+
+    def _raise_unseen_failure(self) -> None:
+        """Raise the first given-up child that no wait has raised yet."""
+        for record in self._records:
+            failure = record._unseen_failure()
+            if failure is not None:
+                raise failure
+
+    def _unsettled(self) -> list[Supervised[H]]:
+        return [record for record in self._records if not _settled(record)]
+
+    def _final_statuses(self) -> list[Status]:
+        statuses: list[Status] = []
+        for record in self._records:
+            status = record._tree.process.poll()
+            if status is None:  # pragma: no cover - settled children are reaped
+                raise StatusUnknownError(record._tree.process.pid, record.args)
+            statuses.append(status)
+        return statuses
+
+    def _end_restarts(self) -> None:
+        """Once nothing can restart any more: the children waiting for a restart stay down."""
+        for record in self._records:
+            record._scope_ended()
+
+    def _record_final_exits(self) -> None:
+        """After the shutdown: the children it stopped have exited for good."""
+        for record in self._records:
+            status = record._tree.process.status
+            if status is not None:
+                record._on_exit(status, scope_open=False, clock=self._clock)
+
+    def _unseen_failures(self) -> list[SupervisedChildFailed]:
+        return [f for f in (record._unseen_failure() for record in self._records) if f]
+
+    # --- restarts -----------------------------------------------------------------------
+
+    def _due(self) -> list[Supervised[H]]:
+        """The children whose restart is due now."""
+        now = self._clock()
+        return [
+            record
+            for record in self._records
+            if record._state == "restarting" and record._due is not None and record._due <= now
+        ]
+
+    def _next_restart_in(self) -> float | None:
+        """Seconds until the earliest restart is due (0 if one is overdue); None if none is."""
+        due = [r._due for r in self._records if r._state == "restarting" and r._due is not None]
+        return None if not due else max(0.0, min(due) - self._clock())
+
+    def __repr__(self) -> str:
+        return (
+            f"<tether.{type(self).__name__} {self._state} kill={self._kill} "
+            f"grace={self._grace:g} children={len(self._records)}>"
+        )
+
+
+def _settled(record: Supervised[H]) -> bool:
+    try:
+        return record._settled()
+    except StatusUnknownError:
+        return True

@@ -1,0 +1,280 @@
+"""The stop policy of a supervisor scope, shared by ``Supervisor`` and ``AsyncSupervisor``.
+
+The stop is done in parallel: the stop signal (then SIGCONT, so that a stopped child
+can act on it) goes to every tree at once, all trees share one grace period, which is
+a ceiling and not a sleep, and whatever is still alive when it runs out is SIGKILLed
+together, with a :class:`KilledAfterGraceWarning`. An interrupt during that wait cuts
+it short: everything is killed and reaped, then the interrupt propagates.
+
+The leader's exit is awaited on its pidfd; only the grandchildren, which send no
+notification, are polled, with a backoff from 1 ms up to 50 ms. Whatever the polling
+concluded, every tree gets a SIGKILL once the grace period is over (a no-op when it is
+empty), so a process that slipped past the scan dies anyway.
+
+Failures while stopping are never swallowed (:func:`report`), and neither are the
+supervised children that were given up (``_keepalive``) and that no ``wait_any()`` or
+``wait_all()`` raised. If the body raised, its exception propagates unchanged, with
+each of them attached as a note; otherwise a lone one is raised as it is and several
+together in an ``ExceptionGroup``.
+"""
+
+from __future__ import annotations
+
+import functools
+import signal as signals
+import sys
+import time
+import traceback
+import warnings
+from collections.abc import Callable, Sequence
+
+from ._errors import StatusUnknownError, TimeoutExpired
+from ._process import Process
+from ._tree import KILL_PATIENCE, ProcessTree
+
+if sys.version_info < (3, 11):  # pragma: no cover
+    from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found, unused-ignore]
+
+__all__ = [
+    "KilledAfterGraceWarning",
+    "Outcome",
+    "abandon",
+    "add_note",
+    "close_all",
+    "confirm_gone",
+    "finish",
+    "report",
+    "shutdown",
+    "wait_tree",
+]
+
+_FIRST_DELAY = 0.001
+_MAX_DELAY = 0.05
+
+
+class KilledAfterGraceWarning(RuntimeWarning):
+    """A supervised child (or its group or cgroup) outlived the grace period and was SIGKILLed."""
+
+
+class Outcome:
+    """What a shutdown ran into: failures, trees that needed SIGKILL, an interrupt."""
+
+    def __init__(self) -> None:
+        self.errors: list[BaseException] = []
+        self.escalated: list[ProcessTree] = []
+        self.interrupted: BaseException | None = None
+
+    def record(self, tree: ProcessTree | None, error: BaseException) -> None:
+        """Keep *error*, noting which process it came from (None: the orphans adopted)."""
+        if tree is None:
+            add_note(error, "tether: while reaping the orphans the scope adopted")
+        else:
+            add_note(
+                error,
+                f"tether: while stopping process {tree.process.pid} {list(tree.process.args)}",
+            )
+        self.errors.append(error)
+
+    def attempt(self, tree: ProcessTree | None, action: Callable[[], object]) -> bool | None:
+        """Run *action*; True if it succeeded, False if it failed, None if interrupted."""
+        try:
+            action()
+        except Exception as exc:
+            self.record(tree, exc)
+            return False
+        except BaseException as exc:  # KeyboardInterrupt: remember it, carry on
+            if self.interrupted is None:
+                self.interrupted = exc
+            else:
+                self.errors.append(exc)
+            return None
+        return True
+
+
+def _remaining(deadline: float) -> float:
+    return max(0.0, deadline - time.monotonic())
+
+
+def wait_tree(tree: ProcessTree, deadline: float) -> bool:
+    """Reap the leader and wait for the rest of its tree until *deadline*; True if all gone."""
+    try:
+        tree.process.wait(_remaining(deadline))
+    except TimeoutExpired:
+        return False
+    except StatusUnknownError:
+        pass  # reaped by someone else: its tree still counts
+    if tree.cgroup is not None:
+        return tree.cgroup.wait_empty(_remaining(deadline))
+    delay = _FIRST_DELAY
+    while tree.others_alive():  # grandchildren send no exit notification: poll, bounded
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        time.sleep(min(delay, remaining))
+        delay = min(2 * delay, _MAX_DELAY)
+    return True
+
+
+def _reap(process: Process) -> None:
+    try:
+        process.kill()
+        process.wait()
+    except StatusUnknownError:
+        pass
+
+
+def confirm_gone(tree: ProcessTree) -> None:
+    """After SIGKILL: raise if the tree is not gone within :data:`KILL_PATIENCE` seconds."""
+    if not wait_tree(tree, time.monotonic() + KILL_PATIENCE):
+        raise tree.survivors()
+
+
+def finish(
+    tree: ProcessTree, outcome: Outcome, *, confirm: bool = True, close: bool = True
+) -> None:
+    """SIGKILL and reap the leader (retried if interrupted), check the tree is gone, close it.
+
+    ``close=False`` leaves the closing to the caller, which may first reap the orphans
+    of the tree that this process adopted (``_subreaper``): closing lets go of the pinned
+    group and the cgroup that prove they belong to the tree.
+    """
+    if tree.closed:
+        return
+    while outcome.attempt(tree, functools.partial(_reap, tree.process)) is None:
+        pass
+    if confirm:
+        outcome.attempt(tree, functools.partial(confirm_gone, tree))
+    if close:
+        outcome.attempt(tree, tree.close)
+
+
+def close_all(
+    trees: list[ProcessTree], outcome: Outcome, before: Callable[[], object] | None = None
+) -> None:
+    """Run *before* (reaping adopted orphans), then close every tree still open."""
+    if before is not None:
+        outcome.attempt(None, before)
+    for tree in trees:
+        if not tree.closed:
+            outcome.attempt(tree, tree.close)
+
+
+def abandon(tree: ProcessTree, error: BaseException) -> None:
+    """Kill, reap and close a tree the caller will not get; notes on *error* say what failed."""
+    outcome = Outcome()
+    outcome.attempt(tree, tree.kill)
+    finish(tree, outcome)
+    for problem in [*outcome.errors, *filter(None, [outcome.interrupted])]:
+        add_note(error, _describe(problem))
+
+
+def shutdown(
+    trees: list[ProcessTree],
+    grace: float,
+    stop_signal: int,
+    *,
+    outcome: Outcome | None = None,
+    before_close: Callable[[], object] | None = None,
+) -> Outcome:
+    """Stop *trees* in parallel: stop signal, one shared grace period, SIGKILL, reap, close.
+
+    An *outcome* that was interrupted already skips the grace period. *before_close*
+    runs once every tree is dead and its leader reaped, before the trees are closed.
+    """
+    outcome = Outcome() if outcome is None else outcome
+    live = [tree for tree in trees if not tree.closed]
+    for tree in live:
+        outcome.attempt(tree, functools.partial(tree.stop, stop_signal))
+    deadline = time.monotonic() + grace
+    for tree in live:
+        if outcome.interrupted is not None:
+            break  # no more patience: kill them all now
+        outcome.attempt(tree, functools.partial(_escalate_unless_gone, tree, deadline, outcome))
+    for tree in live:
+        outcome.attempt(tree, tree.kill)  # also where the wait found it gone: catches stragglers
+    for tree in live:
+        finish(tree, outcome, close=False)
+    close_all(live, outcome, before_close)
+    return outcome
+
+
+def _escalate_unless_gone(tree: ProcessTree, deadline: float, outcome: Outcome) -> None:
+    if not wait_tree(tree, deadline):
+        outcome.escalated.append(tree)
+
+
+# --- reporting -------------------------------------------------------------------------
+
+
+def add_note(exc: BaseException, note: str) -> None:
+    """``exc.add_note(note)``, also on Python 3.10 (where the backport prints ``__notes__``)."""
+    if sys.version_info >= (3, 11):
+        exc.add_note(note)
+    else:  # pragma: no cover
+        notes = getattr(exc, "__notes__", None)
+        exc.__notes__ = [*(notes or []), note]  # type: ignore[attr-defined, unused-ignore]
+
+
+def _describe(problem: BaseException, what: str = "stopping the supervised processes") -> str:
+    return f"tether: {what} also failed:\n" + "".join(traceback.format_exception(problem)).rstrip(
+        "\n"
+    )
+
+
+def _signal_name(signal: int) -> str:
+    try:
+        return signals.Signals(signal).name
+    except ValueError:
+        return f"signal {signal}"
+
+
+def report(
+    body: BaseException | None,
+    outcome: Outcome,
+    grace: float,
+    stop_signal: int,
+    failures: Sequence[BaseException] = (),
+) -> None:
+    """Warn about escalations and raise (or attach to *body*) what went wrong while stopping.
+
+    *failures* are the supervised children given up (``SupervisedChildFailed``) that no
+    ``wait_any()``/``wait_all()`` raised: they are reported along with the rest. A lone
+    warning or child failure is raised as it is, several problems in an ``ExceptionGroup``.
+    """
+    problems = list(outcome.errors)
+    if outcome.escalated and outcome.interrupted is None and grace > 0:
+        stragglers = ", ".join(
+            f"{t.process.pid} {list(t.process.args)!r}" for t in outcome.escalated
+        )
+        message = (
+            f"tether: {len(outcome.escalated)} supervised process tree(s) outlived the "
+            f"{grace:g} s grace period after {_signal_name(stop_signal)} and were killed "
+            f"with SIGKILL: {stragglers}"
+        )
+        try:
+            warnings.warn(KilledAfterGraceWarning(message), stacklevel=3)
+        except Warning as warning:  # warnings turned into errors
+            problems.append(warning)
+    primary = outcome.interrupted if outcome.interrupted is not None else body
+    if primary is not None:
+        for failure in failures:
+            add_note(primary, _describe(failure, "a supervised child"))
+        for problem in problems:
+            add_note(primary, _describe(problem))
+        if outcome.interrupted is not None:
+            raise outcome.interrupted
+        return
+    if not failures and len(problems) == 1 and isinstance(problems[0], Warning):
+        raise problems[0]
+    if len(failures) == 1 and not problems:
+        raise failures[0]
+    if failures:
+        raise BaseExceptionGroup(
+            f"tether: {len(failures)} supervised child(ren) failed"
+            + (f" and {len(problems)} failure(s) while stopping" if problems else ""),
+            [*failures, *problems],
+        )
+    if problems:
+        raise BaseExceptionGroup(
+            f"tether: {len(problems)} failure(s) while stopping supervised processes", problems
+        )

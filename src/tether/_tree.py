@@ -1,0 +1,198 @@
+"""One supervised tree: a child plus what its kill mode reaches (its process group or cgroup).
+
+What "a child" covers is the supervisor's ``kill`` mode:
+
+* ``"group"`` (default): the child leads a new process group (``process_group=0``,
+  or ``start_new_session=True``) and the whole group is signalled, so grandchildren
+  that stayed in it are stopped too, even after the child itself has exited.
+* ``"cgroup"``: the child and all its descendants, however they fork or ``setsid``,
+  through a cgroup v2 of its own (see ``_cgroup``).
+* ``"process"``: only the child.
+
+The group outlives its leader, and that is the hazard. A shell that runs
+``sleep 60 &`` and exits leaves the sleep in its group after the leader has been
+reaped, and from then on the group's *number* may be recycled: ``killpg`` is unsafe.
+So right after the spawn the supervisor keeps a ``dup`` of the child's pidfd, which
+pins the kernel's ``struct pid``, and signals the group through it with
+``PIDFD_SIGNAL_PROCESS_GROUP`` (Linux 6.9): the group is named by that object, not
+by a number, and a group with no member left answers ESRCH. Signal 0 therefore
+says whether the group has members; but a killed grandchild stays a member as a
+zombie until init reaps it, which can take seconds (the init of some VMs reaps
+orphans only every two seconds), so once signal 0 finds members the supervisor
+looks in ``/proc`` for one that is not a zombie. On older kernels (EINVAL) the group
+is signalled with ``killpg`` while the leader is unreaped and not at all afterwards:
+grandchildren may then survive a leader that exits first; use ``kill="cgroup"`` for
+those.
+
+:func:`prepare_options` gives a supervised child its own group (or cgroup) and
+``pdeathsig=SIGKILL`` unless the caller says otherwise, so it dies with a
+supervising process that is itself SIGKILLed.
+"""
+
+from __future__ import annotations
+
+import errno as errnos
+import os
+import signal as signals
+from typing import Literal, TypeAlias
+
+from typing_extensions import final
+
+from ._cgroup import Cgroup
+from ._errors import TetherError
+from ._pidfd import _PIDFD_SIGNAL_PROCESS_GROUP
+from ._process import Process
+from ._spawn import SpawnOptions
+
+__all__ = ["KILL_PATIENCE", "KillMode", "ProcessTree", "prepare_options", "signal_pinned_group"]
+
+KillMode: TypeAlias = Literal["group", "cgroup", "process"]
+"""What a supervisor stops: the child's process group, its cgroup, or the child alone."""
+
+KILL_PATIENCE = 10.0
+"""Seconds to wait for a tree to be gone after SIGKILL before reporting survivors."""
+_group_flag_refused = False
+
+
+def signal_pinned_group(group_fd: int, signal: int) -> bool | None:
+    """Signal the group whose leader *group_fd* pins, reaped or not (Linux 6.9).
+
+    True if delivered (0 is a probe: the group has members, zombies included),
+    False if the group has no member left, None if the kernel lacks the flag.
+    """
+    global _group_flag_refused
+    if _group_flag_refused:
+        return None
+    try:
+        signals.pidfd_send_signal(group_fd, signal, None, _PIDFD_SIGNAL_PROCESS_GROUP)
+    except ProcessLookupError:
+        return False
+    except OSError as exc:
+        if exc.errno != errnos.EINVAL:
+            raise
+        _group_flag_refused = True
+        return None
+    return True
+
+
+def _live_member(pgid: int) -> bool:
+    """Whether ``/proc`` shows a process in group *pgid* that is not a zombie."""
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            fd = os.open(f"/proc/{name}/stat", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            stat = os.read(fd, 512)
+        except OSError:
+            continue
+        finally:
+            os.close(fd)
+        fields = stat[stat.rfind(b")") + 2 :].split(b" ", 3)
+        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
+            return True
+    return False
+
+
+@final
+class ProcessTree:
+    """A supervised child plus what its kill mode reaches: its process group or cgroup."""
+
+    __slots__ = ("cgroup", "closed", "group_fd", "mode", "process")
+
+    def __init__(self, process: Process, mode: KillMode, cgroup: Cgroup | None) -> None:
+        self.process = process
+        self.mode = mode
+        self.cgroup = cgroup
+        self.group_fd: int | None = None
+        self.closed = False
+
+    def pin_group(self) -> None:
+        """Keep a dup of the leader's pidfd: it names the group even after the leader's reap."""
+        pidfd = self.process.pidfd
+        if self.mode == "group" and pidfd is not None:
+            self.group_fd = os.dup(pidfd)
+
+    def signal(self, signal: int) -> None:
+        """Send *signal* to every process of the tree."""
+        if self.mode == "group":
+            self._signal_group(signal)
+        else:
+            self.process.send_signal(signal)
+        if self.cgroup is not None:
+            self.cgroup.signal_members(signal, exclude=self.process.pid)
+
+    def _signal_group(self, signal: int) -> None:
+        if self.group_fd is None or signal_pinned_group(self.group_fd, signal) is None:
+            self.process.send_signal(
+                signal, group=True
+            )  # killpg, only while the leader is unreaped
+
+    def stop(self, signal: int) -> None:
+        """Send the stop *signal*, then SIGCONT."""
+        self.signal(signal)
+        if signal not in (signals.SIGKILL, signals.SIGCONT):
+            self.signal(signals.SIGCONT)
+
+    def kill(self) -> None:
+        """SIGKILL the whole tree; harmless when it is gone already."""
+        if self.cgroup is not None:
+            self.cgroup.kill()
+        if self.mode == "group":
+            self._signal_group(signals.SIGKILL)
+        self.process.kill()
+
+    def others_alive(self) -> bool:
+        """After the leader's exit: whether any other process of the tree still lives."""
+        if self.cgroup is not None:
+            return self.cgroup.populated()
+        if self.group_fd is None or not signal_pinned_group(self.group_fd, 0):
+            return False  # no member left, or no way to tell
+        return _live_member(self.process.pid)  # members may be zombies awaiting init
+
+    def finished(self) -> bool:
+        """Reaped, and nothing (not even a zombie) left in its group or cgroup."""
+        if self.process.status is None:
+            return False
+        if self.cgroup is not None:
+            return not self.cgroup.populated()
+        return self.group_fd is None or not signal_pinned_group(self.group_fd, 0)
+
+    def survivors(self) -> TetherError:
+        """The error for a tree that SIGKILL did not end."""
+        return TetherError(
+            f"processes of the tree of {self.process.pid} ({list(self.process.args)!r}) "
+            f"were still alive {KILL_PATIENCE:g} s after SIGKILL"
+        )
+
+    def close(self) -> None:
+        """Remove the cgroup and let go of the pinned group; the tree must be gone."""
+        if self.cgroup is not None:
+            self.cgroup.remove()
+        if self.group_fd is not None:
+            os.close(self.group_fd)
+            self.group_fd = None
+        self.closed = True
+
+
+def prepare_options(mode: KillMode, options: SpawnOptions, cgroup: Cgroup | None) -> SpawnOptions:
+    """The spawn options of a supervised child: its own group (or cgroup) and pdeathsig."""
+    prepared: SpawnOptions = {**options}
+    prepared.setdefault("pdeathsig", signals.SIGKILL)
+    if mode != "process" and not prepared.get("start_new_session", False):
+        group = prepared.get("process_group")
+        if group is None:
+            prepared["process_group"] = 0
+        elif group != 0 and mode == "group":
+            raise ValueError(
+                f'kill="group" needs the child to lead its own process group, but '
+                f"process_group={group} joins another; pass process_group=0 or "
+                'start_new_session=True, or use kill="process"'
+            )
+    if cgroup is not None:
+        if prepared.get("cgroup") is not None:
+            raise ValueError('kill="cgroup" puts each child in a cgroup of its own: drop cgroup=')
+        prepared["cgroup"] = cgroup.path
+    return prepared
