@@ -47,6 +47,7 @@ __all__ = [
     "signal_group",
     "signal_pid",
     "signal_pidfd",
+    "signal_pinned_group",
     "wait_readable",
 ]
 
@@ -114,6 +115,29 @@ _PIDFD_SIGNAL_PROCESS_GROUP = 4  # Linux 6.9
 _group_flag_refused = False
 
 
+def signal_pinned_group(pidfd: int, signum: int) -> bool | None:
+    """Signal the group whose leader *pidfd* pins, reaped or not (Linux 6.9).
+
+    The group is named by the kernel's pid object, not by a number that may be
+    recycled. True if delivered (signal 0 is a probe: the group has members,
+    zombies included), False if no member is left, None if the kernel lacks
+    ``PIDFD_SIGNAL_PROCESS_GROUP``.
+    """
+    global _group_flag_refused
+    if _group_flag_refused:
+        return None
+    try:
+        signal.pidfd_send_signal(pidfd, signum, None, _PIDFD_SIGNAL_PROCESS_GROUP)
+    except ProcessLookupError:
+        return False
+    except OSError as exc:
+        if exc.errno != errno.EINVAL:
+            raise
+        _group_flag_refused = True
+        return None
+    return True
+
+
 def signal_group(pid: int, pidfd: int | None, signum: int) -> bool:
     """Signal the process group led by our unreaped child *pid*; False when it is gone.
 
@@ -121,7 +145,6 @@ def signal_group(pid: int, pidfd: int | None, signum: int) -> bool:
     Raises ``ValueError`` if *pid* does not lead its process group (signalling the
     group it is in could reach us).
     """
-    global _group_flag_refused
     try:
         if os.getpgid(pid) != pid:
             raise ValueError(
@@ -130,17 +153,10 @@ def signal_group(pid: int, pidfd: int | None, signum: int) -> bool:
             )
     except ProcessLookupError:
         return False
-    if pidfd is not None and not _group_flag_refused:
-        try:
-            signal.pidfd_send_signal(pidfd, signum, None, _PIDFD_SIGNAL_PROCESS_GROUP)
-        except ProcessLookupError:
-            return False
-        except OSError as exc:
-            if exc.errno != errno.EINVAL:
-                raise
-            _group_flag_refused = True
-        else:
-            return True
+    if pidfd is not None:
+        sent = signal_pinned_group(pidfd, signum)
+        if sent is not None:
+            return sent
     try:
         os.killpg(pid, signum)
     except ProcessLookupError:

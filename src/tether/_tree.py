@@ -31,7 +31,6 @@ supervising process that is itself SIGKILLed.
 
 from __future__ import annotations
 
-import errno as errnos
 import os
 import signal as signals
 from typing import Literal, TypeAlias
@@ -40,7 +39,7 @@ from typing_extensions import final
 
 from ._cgroup import Cgroup
 from ._errors import TetherError
-from ._pidfd import _PIDFD_SIGNAL_PROCESS_GROUP
+from ._pidfd import signal_pinned_group
 from ._process import Process
 from ._spawn import SpawnOptions
 
@@ -51,28 +50,6 @@ KillMode: TypeAlias = Literal["group", "cgroup", "process"]
 
 KILL_PATIENCE = 10.0
 """Seconds to wait for a tree to be gone after SIGKILL before reporting survivors."""
-_group_flag_refused = False
-
-
-def signal_pinned_group(group_fd: int, signal: int) -> bool | None:
-    """Signal the group whose leader *group_fd* pins, reaped or not (Linux 6.9).
-
-    True if delivered (0 is a probe: the group has members, zombies included),
-    False if the group has no member left, None if the kernel lacks the flag.
-    """
-    global _group_flag_refused
-    if _group_flag_refused:
-        return None
-    try:
-        signals.pidfd_send_signal(group_fd, signal, None, _PIDFD_SIGNAL_PROCESS_GROUP)
-    except ProcessLookupError:
-        return False
-    except OSError as exc:
-        if exc.errno != errnos.EINVAL:
-            raise
-        _group_flag_refused = True
-        return None
-    return True
 
 
 def _live_member(pgid: int) -> bool:
