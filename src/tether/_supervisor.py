@@ -166,12 +166,14 @@ class Supervisor(SupervisorBase[Process]):
     def wait_any(self, timeout: float | None = None) -> Process:
         """Wait until a child exits for good, reap it and return its (current) handle.
 
-        Each child is handed out once, in the order they finish; one that has finished
-        already is returned at once. A child under a restart policy finishes when it
-        exits and is not restarted; one that was given up raises its
-        :class:`tether.SupervisedChildFailed`. Raises :class:`tether.TimeoutExpired`
-        after *timeout* seconds and ``ChildProcessError`` when every child has been
-        handed out.
+        Each child is handed out once. It looks at the children in start order and
+        returns the first one not handed out yet that has finished; if none has, it
+        waits until one does and looks again. So when several have finished, the one
+        started first comes out first, whatever order they finished in. A child under
+        a restart policy finishes when it exits and is not restarted; one that was given
+        up raises its :class:`tether.SupervisedChildFailed` in its turn. Raises
+        :class:`tether.TimeoutExpired` after *timeout* seconds and ``ChildProcessError``
+        when every child has been handed out.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
