@@ -49,20 +49,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime
 import gc
-import json
-import os
-import platform
 import random
-import resource
 import statistics
 import sys
 import time
-import warnings
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -71,13 +64,23 @@ import trio
 import trio.lowlevel
 
 import tether
-from bench_spawn import (
+from _common import (
     TRUE,
+    Stats,
+    Target,
+    Verdict,
+    add_common_arguments,
+    async_environment,
+    format_libraries,
     format_machine,
-    percentiles,
-    positive_int,
+    format_verdicts,
+    judge,
+    make_parser,
+    parse_common,
     raw_posix_spawn,
     render_table,
+    verdicts_json,
+    write_document,
 )
 
 DEFAULT_ROUNDS = 30
@@ -87,8 +90,6 @@ QUICK_BATCH = 10
 LOOPS = ("asyncio", "trio")
 REFERENCE = "anyio.open_process [asyncio]"
 FLOOR = "os.posix_spawn (raw, blocking)"
-NEAR_FLOOR = 0.1
-"""A reference less than this fraction above the floor gets no ``x above floor``."""
 
 SpawnReap = Callable[[], Awaitable[int | None]]
 """Spawns, waits for and reaps one child inside a running loop; returns its exit code."""
@@ -104,18 +105,6 @@ class AsyncContender:
 
 
 @dataclass(frozen=True)
-class Stats:
-    median: float
-    p10: float
-    p90: float
-
-    @classmethod
-    def of(cls, values: Sequence[float]) -> Stats:
-        p10, p90 = percentiles(values)
-        return cls(statistics.median(values), p10, p90)
-
-
-@dataclass(frozen=True)
 class Summary:
     """A contender's batch means (µs per spawn) and their statistics."""
 
@@ -128,27 +117,6 @@ class Summary:
     vs_reference: float
     vs_same_loop: float
     vs_floor: float
-
-
-@dataclass(frozen=True)
-class Target:
-    """``contender`` should take at most ``limit`` times ``reference``'s time (None: shown only)."""
-
-    contender: str
-    reference: str
-    limit: float | None
-
-
-@dataclass(frozen=True)
-class Verdict:
-    target: Target
-    ratio_of_medians: float
-    paired: Stats
-    above_floor: float | None
-    """(contender - floor) / (reference - floor), on medians: the ratio of the parts
-    the libraries control. None without a floor, or when the reference is within
-    :data:`NEAR_FLOOR` of it (the quotient of two small differences is noise)."""
-    verdict: str
 
 
 # --- contenders -----------------------------------------------------------------------
@@ -271,90 +239,7 @@ def summarise(contenders: Sequence[AsyncContender], means: dict[str, list[float]
     return summaries
 
 
-# --- targets (shared with bench_reap.py) ----------------------------------------------
-
-
-def judge(target: Target, samples: dict[str, list[float]], floor: str | None) -> Verdict:
-    """Judge *target* on per-round *samples* (one value per round for each name).
-
-    ``met`` / ``NOT met`` when the whole p10..p90 range of the paired ratio is on one
-    side of the limit, ``borderline`` (with the ratio of medians deciding) otherwise.
-    The limit applies to the whole time; the ratio above *floor* is shown beside it.
-    """
-    mine, theirs = samples[target.contender], samples[target.reference]
-    ratio = statistics.median(mine) / statistics.median(theirs)
-    above_floor = None
-    if floor is not None:
-        base = statistics.median(samples[floor])
-        if statistics.median(theirs) > base * (1 + NEAR_FLOOR):
-            above_floor = (statistics.median(mine) - base) / (statistics.median(theirs) - base)
-    paired = Stats.of([a / b for a, b in zip(mine, theirs, strict=True)])
-    limit = target.limit
-    if limit is None:
-        verdict = "(shown only)"
-    elif paired.p90 <= limit:
-        verdict = "met"
-    elif paired.p10 > limit:
-        verdict = "NOT met"
-    else:
-        verdict = "borderline (met)" if ratio <= limit else "borderline (NOT met)"
-    return Verdict(target, ratio, paired, above_floor, verdict)
-
-
-def format_verdicts(verdicts: Sequence[Verdict]) -> str:
-    columns = ["target", "limit", "x medians", "paired x", "p10 .. p90", "verdict", "x above floor"]
-    rows = [
-        [
-            f"{v.target.contender} vs {v.target.reference}",
-            "-" if v.target.limit is None else f"<= {v.target.limit:.2f}",
-            f"{v.ratio_of_medians:.2f}",
-            f"{v.paired.median:.2f}",
-            f"{v.paired.p10:.2f} .. {v.paired.p90:.2f}",
-            v.verdict,
-            "-" if v.above_floor is None else f"{round(v.above_floor, 2) + 0.0:.2f}",
-        ]
-        for v in verdicts
-    ]
-    return render_table(columns, rows)
-
-
 # --- environment and output -----------------------------------------------------------
-
-
-def asyncio_child_watcher() -> str:
-    """How asyncio learns that a child exited, on this Python."""
-    if sys.version_info >= (3, 12):
-        return "pidfd or thread (3.12+: no watcher objects)"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        watcher = asyncio.get_event_loop_policy().get_child_watcher()
-    return type(watcher).__name__
-
-
-def environment(**extra: Any) -> dict[str, Any]:
-    """The machine and the software, for the header and ``--json`` (*extra* appended)."""
-    return {
-        "python": platform.python_version(),
-        "implementation": platform.python_implementation(),
-        "kernel": platform.release(),
-        "cpu_count": os.cpu_count(),
-        "usable_cpus": len(os.sched_getaffinity(0)),
-        "load_average": [round(value, 2) for value in os.getloadavg()],
-        "tether": tether.__version__,
-        "anyio": metadata.version("anyio"),
-        "trio": metadata.version("trio"),
-        "asyncio_child_watcher": asyncio_child_watcher(),
-        "rlimit_nofile": list(resource.getrlimit(resource.RLIMIT_NOFILE)),
-        **extra,
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
-
-
-def format_libraries(env: dict[str, Any]) -> str:
-    return (
-        f"anyio {env['anyio']}, trio {env['trio']}, "
-        f"asyncio child watcher: {env['asyncio_child_watcher']}"
-    )
 
 
 def format_header(env: dict[str, Any]) -> str:
@@ -402,52 +287,27 @@ def write_json(
         "reference": REFERENCE,
         "floor": FLOOR,
         "results": [vars(s) for s in summaries],
-        "targets": [
-            {
-                **vars(v.target),
-                "ratio_of_medians": v.ratio_of_medians,
-                "paired": vars(v.paired),
-                "above_floor": v.above_floor,
-                "verdict": v.verdict,
-            }
-            for v in verdicts
-        ],
+        "targets": verdicts_json(verdicts),
     }
-    path.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
+    write_document(path, document)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument(
-        "--rounds",
-        type=positive_int,
-        default=DEFAULT_ROUNDS,
-        help=f"timed rounds (default {DEFAULT_ROUNDS})",
+    parser = make_parser(__doc__)
+    add_common_arguments(
+        parser,
+        rounds=DEFAULT_ROUNDS,
+        batch=DEFAULT_BATCH,
+        quick_rounds=QUICK_ROUNDS,
+        quick_batch=QUICK_BATCH,
+        batch_help="spawns per contender per round, in one loop run",
     )
-    parser.add_argument(
-        "--batch",
-        type=positive_int,
-        default=DEFAULT_BATCH,
-        help=f"spawns per contender per round, in one loop run (default {DEFAULT_BATCH})",
-    )
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help=f"smoke run: {QUICK_ROUNDS} rounds of {QUICK_BATCH} (overrides --rounds/--batch)",
-    )
-    parser.add_argument("--seed", type=int, default=None, help="seed for the round order")
-    parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="write results")
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.rounds, args.batch = QUICK_ROUNDS, QUICK_BATCH
-    if args.seed is None:
-        args.seed = random.SystemRandom().randrange(2**32)
-    return args
+    return parse_common(parser, argv, rounds=QUICK_ROUNDS, batch=QUICK_BATCH)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    env = environment(rounds=args.rounds, batch=args.batch, seed=args.seed)
+    env = async_environment(rounds=args.rounds, batch=args.batch, seed=args.seed)
     contenders = default_contenders()
     print(format_header(env), flush=True)
     for contender in contenders:  # warm-up: every exit code is checked
@@ -461,7 +321,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(format_verdicts(verdicts))
     if args.json is not None:
         write_json(args.json, env, summaries, verdicts)
-        print(f"\nwrote {args.json}")
     return 0
 
 

@@ -41,11 +41,8 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import datetime
 import gc
-import json
 import os
-import platform
 import random
 import re
 import statistics
@@ -56,19 +53,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import tether
-from bench_spawn import (
+from _common import (
     FLOOR,
     TRUE,
     Contender,
     Runner,
+    add_rounds_and_batch,
+    add_run_options,
+    environment,
     format_machine,
+    make_parser,
+    parse_common,
     percentiles,
     popen,
     positive_int,
     raw_posix_spawn,
     render_table,
     tether_spawn,
+    write_document,
 )
 
 MIB = 1024 * 1024
@@ -327,27 +329,21 @@ def transparent_hugepages() -> str:
     return match.group(1) if match else "unknown"
 
 
-def environment(args: argparse.Namespace) -> dict[str, Any]:
-    return {
-        "python": platform.python_version(),
-        "implementation": platform.python_implementation(),
-        "kernel": platform.release(),
-        "cpu_count": os.cpu_count(),
-        "usable_cpus": len(os.sched_getaffinity(0)),
-        "mem_total_kib": _kib_field(Path("/proc/meminfo").read_text(), "MemTotal"),
-        "transparent_hugepages": transparent_hugepages(),
-        "page_size": PAGE,
-        "load_average": [round(value, 2) for value in os.getloadavg()],
-        "tether": tether.__version__,
-        "sizes_mib": args.sizes,
-        "passes": args.passes,
-        "rounds": args.rounds,
-        "batch": args.batch,
-        "budget_s": args.budget,
-        "min_spawns": MIN_SPAWNS,
-        "seed": args.seed,
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
+def heap_environment(args: argparse.Namespace) -> dict[str, Any]:
+    return environment(
+        machine={
+            "mem_total_kib": _kib_field(Path("/proc/meminfo").read_text(), "MemTotal"),
+            "transparent_hugepages": transparent_hugepages(),
+            "page_size": PAGE,
+        },
+        sizes_mib=args.sizes,
+        passes=args.passes,
+        rounds=args.rounds,
+        batch=args.batch,
+        budget_s=args.budget,
+        min_spawns=MIN_SPAWNS,
+        seed=args.seed,
+    )
 
 
 def format_header(env: dict[str, Any]) -> str:
@@ -456,7 +452,7 @@ def write_json(path: Path, env: dict[str, Any], results: Sequence[SizeResult]) -
             for r in results
         ],
     }
-    path.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
+    write_document(path, document)
 
 
 def size_list(text: str) -> list[int]:
@@ -477,7 +473,7 @@ def positive_float(text: str) -> float:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = make_parser(__doc__)
     default_sizes = ",".join(map(str, DEFAULT_SIZES))
     parser.add_argument(
         "--sizes",
@@ -491,17 +487,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=DEFAULT_PASSES,
         help=f"visits of every size, alternating up and down (default {DEFAULT_PASSES})",
     )
-    parser.add_argument(
-        "--rounds",
-        type=positive_int,
-        default=DEFAULT_ROUNDS,
-        help=f"timed rounds per size per pass (default {DEFAULT_ROUNDS})",
-    )
-    parser.add_argument(
-        "--batch",
-        type=positive_int,
-        default=DEFAULT_BATCH,
-        help=f"most spawns per contender per round (default {DEFAULT_BATCH})",
+    add_rounds_and_batch(
+        parser,
+        rounds=DEFAULT_ROUNDS,
+        batch=DEFAULT_BATCH,
+        rounds_help="timed rounds per size per pass",
+        batch_help="most spawns per contender per round",
     )
     parser.add_argument(
         "--budget",
@@ -511,29 +502,28 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help=f"time after which a batch stops early (default {DEFAULT_BUDGET_S})",
     )
     quick_sizes = ",".join(map(str, QUICK_SIZES))
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help=f"smoke run: {QUICK_PASSES} pass of {QUICK_ROUNDS} rounds of {QUICK_BATCH}, "
+    add_run_options(
+        parser,
+        quick_help=f"smoke run: {QUICK_PASSES} pass of {QUICK_ROUNDS} rounds of {QUICK_BATCH}, "
         f"budget {QUICK_BUDGET_S} s, sizes {quick_sizes} unless --sizes is given",
     )
-    parser.add_argument("--seed", type=int, default=None, help="seed for the round order")
-    parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="write results")
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.passes, args.rounds = QUICK_PASSES, QUICK_ROUNDS
-        args.batch, args.budget = QUICK_BATCH, QUICK_BUDGET_S
+    args = parse_common(
+        parser,
+        argv,
+        passes=QUICK_PASSES,
+        rounds=QUICK_ROUNDS,
+        batch=QUICK_BATCH,
+        budget=QUICK_BUDGET_S,
+    )
     if args.sizes is None:
         args.sizes = list(QUICK_SIZES if args.quick else DEFAULT_SIZES)
-    if args.seed is None:
-        args.seed = random.SystemRandom().randrange(2**32)
     return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     contenders = default_contenders()
-    env = environment(args)
+    env = heap_environment(args)
     print(format_header(env), flush=True)
     print()
     rng = random.Random(args.seed)
@@ -548,7 +538,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(format_overview(results))
     if args.json is not None:
         write_json(args.json, env, results)
-        print(f"\nwrote {args.json}")
     return 0
 
 

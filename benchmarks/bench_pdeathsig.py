@@ -36,16 +36,11 @@ arming the signal (``main +pdeathsig`` against ``main``).
 from __future__ import annotations
 
 import argparse
-import datetime
 import functools
 import gc
-import json
-import os
-import platform
 import queue
 import random
 import signal
-import statistics
 import sys
 import threading
 import time
@@ -55,7 +50,17 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import tether
-from bench_spawn import TRUE, format_machine, percentiles, positive_int, render_table
+from _common import (
+    TRUE,
+    Stats,
+    add_common_arguments,
+    environment,
+    format_machine,
+    make_parser,
+    parse_common,
+    render_table,
+    write_document,
+)
 from tether._spawn._spawner_thread import THREAD_NAME
 
 T = TypeVar("T")
@@ -102,18 +107,6 @@ class Batch:
 
     spawn_us: float
     total_us: float
-
-
-@dataclass(frozen=True)
-class Stats:
-    median: float
-    p10: float
-    p90: float
-
-    @classmethod
-    def of(cls, values: Sequence[float]) -> Stats:
-        p10, p90 = percentiles(values)
-        return cls(statistics.median(values), p10, p90)
 
 
 @dataclass(frozen=True)
@@ -249,23 +242,15 @@ def summarise(batches: dict[str, list[Batch]]) -> tuple[list[Summary], list[Diff
     return summaries, differences
 
 
-def environment(rounds: int, batch: int, seed: int) -> dict[str, Any]:
-    return {
-        "python": platform.python_version(),
-        "implementation": platform.python_implementation(),
-        "kernel": platform.release(),
-        "cpu_count": os.cpu_count(),
-        "usable_cpus": len(os.sched_getaffinity(0)),
-        "switch_interval_s": sys.getswitchinterval(),
-        "load_average": [round(value, 2) for value in os.getloadavg()],
-        "tether": tether.__version__,
-        "backend": BACKEND,
-        "pdeathsig": PDEATHSIG.name,
-        "rounds": rounds,
-        "batch": batch,
-        "seed": seed,
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
+def pdeathsig_environment(rounds: int, batch: int, seed: int) -> dict[str, Any]:
+    return environment(
+        machine={"switch_interval_s": sys.getswitchinterval()},
+        backend=BACKEND,
+        pdeathsig=PDEATHSIG.name,
+        rounds=rounds,
+        batch=batch,
+        seed=seed,
+    )
 
 
 def format_header(env: dict[str, Any]) -> str:
@@ -317,41 +302,25 @@ def write_json(
         "results": [plain(s) for s in summaries],
         "differences": [plain(d) for d in differences],
     }
-    path.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
+    write_document(path, document)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument(
-        "--rounds",
-        type=positive_int,
-        default=DEFAULT_ROUNDS,
-        help=f"timed rounds (default {DEFAULT_ROUNDS})",
+    parser = make_parser(__doc__)
+    add_common_arguments(
+        parser,
+        rounds=DEFAULT_ROUNDS,
+        batch=DEFAULT_BATCH,
+        quick_rounds=QUICK_ROUNDS,
+        quick_batch=QUICK_BATCH,
+        batch_help="spawns per case per round",
     )
-    parser.add_argument(
-        "--batch",
-        type=positive_int,
-        default=DEFAULT_BATCH,
-        help=f"spawns per case per round (default {DEFAULT_BATCH})",
-    )
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help=f"smoke run: {QUICK_ROUNDS} rounds of {QUICK_BATCH} (overrides --rounds/--batch)",
-    )
-    parser.add_argument("--seed", type=int, default=None, help="seed for the round order")
-    parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="write results")
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.rounds, args.batch = QUICK_ROUNDS, QUICK_BATCH
-    if args.seed is None:
-        args.seed = random.SystemRandom().randrange(2**32)
-    return args
+    return parse_common(parser, argv, rounds=QUICK_ROUNDS, batch=QUICK_BATCH)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    env = environment(args.rounds, args.batch, args.seed)
+    env = pdeathsig_environment(args.rounds, args.batch, args.seed)
     print(format_header(env), flush=True)
     worker = Worker()
     try:
@@ -364,7 +333,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(format_tables(summaries, differences))
     if args.json is not None:
         write_json(args.json, env, summaries, differences)
-        print(f"\nwrote {args.json}")
     return 0
 
 

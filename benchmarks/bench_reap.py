@@ -43,7 +43,6 @@ import argparse
 import asyncio
 import contextlib
 import gc
-import json
 import random
 import shutil
 import signal
@@ -62,16 +61,22 @@ import trio
 import trio.lowlevel
 
 import tether
-from bench_async import (
+from _common import (
     Stats,
     Target,
     Verdict,
-    environment,
+    add_common_arguments,
+    async_environment,
     format_libraries,
+    format_machine,
     format_verdicts,
     judge,
+    make_parser,
+    parse_common,
+    render_table,
+    verdicts_json,
+    write_document,
 )
-from bench_spawn import format_machine, positive_int, render_table
 
 SLEEP = [shutil.which("sleep") or "/bin/sleep", "60"]
 KILLED = -signal.SIGKILL
@@ -382,53 +387,28 @@ def write_json(
         "baseline": BASELINE,
         "reference": REFERENCE,
         "results": [vars(s) for s in summaries],
-        "targets": [
-            {
-                **vars(v.target),
-                "ratio_of_medians": v.ratio_of_medians,
-                "paired": vars(v.paired),
-                "above_floor": v.above_floor,
-                "verdict": v.verdict,
-            }
-            for v in verdicts
-        ],
+        "targets": verdicts_json(verdicts),
     }
-    path.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
+    write_document(path, document)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument(
-        "--rounds",
-        type=positive_int,
-        default=DEFAULT_ROUNDS,
-        help=f"timed rounds (default {DEFAULT_ROUNDS})",
+    parser = make_parser(__doc__)
+    add_common_arguments(
+        parser,
+        rounds=DEFAULT_ROUNDS,
+        batch=DEFAULT_CHILDREN,
+        quick_rounds=QUICK_ROUNDS,
+        quick_batch=QUICK_CHILDREN,
+        batch_help="children (samples) per contender per round",
+        batch_flag="--children",
     )
-    parser.add_argument(
-        "--children",
-        type=positive_int,
-        default=DEFAULT_CHILDREN,
-        help=f"children (samples) per contender per round (default {DEFAULT_CHILDREN})",
-    )
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help=f"smoke run: {QUICK_ROUNDS} rounds of {QUICK_CHILDREN} "
-        "(overrides --rounds/--children)",
-    )
-    parser.add_argument("--seed", type=int, default=None, help="seed for the round order")
-    parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="write results")
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.rounds, args.children = QUICK_ROUNDS, QUICK_CHILDREN
-    if args.seed is None:
-        args.seed = random.SystemRandom().randrange(2**32)
-    return args
+    return parse_common(parser, argv, rounds=QUICK_ROUNDS, children=QUICK_CHILDREN)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    env = environment(rounds=args.rounds, children=args.children, seed=args.seed)
+    env = async_environment(rounds=args.rounds, children=args.children, seed=args.seed)
     contenders = default_contenders()
     print(format_header(env), flush=True)
     for contender in contenders:  # warm-up: every status is checked
@@ -443,7 +423,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(format_verdicts(verdicts))
     if args.json is not None:
         write_json(args.json, env, summaries, verdicts)
-        print(f"\nwrote {args.json}")
     return 0
 
 

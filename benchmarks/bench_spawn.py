@@ -28,41 +28,40 @@ Add a contender by appending a :class:`Contender` to :func:`default_contenders`.
 from __future__ import annotations
 
 import argparse
-import datetime
 import gc
-import json
-import os
-import platform
 import random
 import statistics
-import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import tether
+from _common import (
+    BASELINE,
+    FLOOR,
+    TRUE,
+    Contender,
+    Runner,
+    add_common_arguments,
+    environment,
+    format_machine,
+    make_parser,
+    parse_common,
+    percentiles,
+    popen,
+    raw_posix_spawn,
+    render_table,
+    tether_spawn,
+    write_document,
+)
 
-TRUE = "/bin/true"
 DEFAULT_ROUNDS = 30
 DEFAULT_BATCH = 50
 QUICK_ROUNDS = 5
 QUICK_BATCH = 20
-FLOOR = "os.posix_spawn (raw)"
-BASELINE = "subprocess.Popen"
-
-Runner = Callable[[], int | None]
-"""Spawns, waits for and reaps one child; returns its exit code (None if it has none)."""
-
-
-@dataclass(frozen=True)
-class Contender:
-    """One way to spawn and reap ``/bin/true``; ``run`` returns the child's exit code."""
-
-    name: str
-    run: Runner
 
 
 @dataclass(frozen=True)
@@ -76,26 +75,6 @@ class Summary:
     p90_us: float
     vs_floor: float
     vs_baseline: float
-
-
-def tether_spawn(backend: str) -> Runner:
-    """A runner for ``tether.spawn`` with *backend*."""
-
-    def run() -> int | None:
-        status = tether.spawn([TRUE], backend=backend).wait()
-        return status.returncode
-
-    return run
-
-
-def popen() -> int:
-    return subprocess.Popen([TRUE]).wait()
-
-
-def raw_posix_spawn() -> int:
-    pid = os.posix_spawn(TRUE, [TRUE], os.environ)
-    _, wait_status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(wait_status)
 
 
 def default_contenders(auto: str) -> list[Contender]:
@@ -142,14 +121,6 @@ def measure(
     return means
 
 
-def percentiles(values: Sequence[float]) -> tuple[float, float]:
-    """The 10th and 90th percentiles of *values* (inclusive method)."""
-    if len(values) < 2:
-        return values[0], values[0]
-    deciles = statistics.quantiles(values, n=10, method="inclusive")
-    return deciles[0], deciles[-1]
-
-
 def summarise(means: dict[str, list[float]]) -> list[Summary]:
     medians = {name: statistics.median(values) for name, values in means.items()}
     summaries = []
@@ -176,32 +147,8 @@ def auto_backend() -> str:
     return process.backend
 
 
-def environment(rounds: int, batch: int, seed: int) -> dict[str, Any]:
-    affinity = len(os.sched_getaffinity(0))
-    return {
-        "python": platform.python_version(),
-        "implementation": platform.python_implementation(),
-        "kernel": platform.release(),
-        "cpu_count": os.cpu_count(),
-        "usable_cpus": affinity,
-        "load_average": [round(value, 2) for value in os.getloadavg()],
-        "tether": tether.__version__,
-        "auto_backend": auto_backend(),
-        "rounds": rounds,
-        "batch": batch,
-        "seed": seed,
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
-
-
-def format_machine(env: dict[str, Any]) -> str:
-    """The header line that describes the machine and the software (from :func:`environment`)."""
-    load = "/".join(f"{value:.2f}" for value in env["load_average"])
-    return (
-        f"Python {env['python']} ({env['implementation']}), kernel {env['kernel']}, "
-        f"{env['cpu_count']} CPUs ({env['usable_cpus']} usable, load {load}), "
-        f"tether {env['tether']}"
-    )
+def spawn_environment(rounds: int, batch: int, seed: int) -> dict[str, Any]:
+    return environment(auto_backend=auto_backend(), rounds=rounds, batch=batch, seed=seed)
 
 
 def format_header(env: dict[str, Any]) -> str:
@@ -213,19 +160,6 @@ def format_header(env: dict[str, Any]) -> str:
             f"shuffled order per round (seed {env['seed']}); auto -> {env['auto_backend']}",
         ]
     )
-
-
-def render_table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """*rows* under *columns*, the first column left-aligned and the others right-aligned."""
-    widths = [max(len(row[i]) for row in [columns, *rows]) for i in range(len(columns))]
-
-    def line(cells: Sequence[str]) -> str:
-        first = cells[0].ljust(widths[0])
-        rest = (cell.rjust(width) for cell, width in zip(cells[1:], widths[1:], strict=True))
-        return "  ".join([first, *rest])
-
-    rule = "-" * len(line(columns))
-    return "\n".join([line(columns), rule, *(line(row) for row in rows)])
 
 
 def format_table(summaries: Sequence[Summary]) -> str:
@@ -251,48 +185,25 @@ def write_json(path: Path, env: dict[str, Any], summaries: Sequence[Summary]) ->
         "baseline": BASELINE,
         "results": [vars(s) for s in summaries],
     }
-    path.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
-
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
+    write_document(path, document)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument(
-        "--rounds",
-        type=positive_int,
-        default=DEFAULT_ROUNDS,
-        help=f"timed rounds (default {DEFAULT_ROUNDS})",
+    parser = make_parser(__doc__)
+    add_common_arguments(
+        parser,
+        rounds=DEFAULT_ROUNDS,
+        batch=DEFAULT_BATCH,
+        quick_rounds=QUICK_ROUNDS,
+        quick_batch=QUICK_BATCH,
+        batch_help="spawns per contender per round",
     )
-    parser.add_argument(
-        "--batch",
-        type=positive_int,
-        default=DEFAULT_BATCH,
-        help=f"spawns per contender per round (default {DEFAULT_BATCH})",
-    )
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help=f"smoke run: {QUICK_ROUNDS} rounds of {QUICK_BATCH} (overrides --rounds/--batch)",
-    )
-    parser.add_argument("--seed", type=int, default=None, help="seed for the round order")
-    parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="write results")
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.rounds, args.batch = QUICK_ROUNDS, QUICK_BATCH
-    if args.seed is None:
-        args.seed = random.SystemRandom().randrange(2**32)
-    return args
+    return parse_common(parser, argv, rounds=QUICK_ROUNDS, batch=QUICK_BATCH)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    env = environment(args.rounds, args.batch, args.seed)
+    env = spawn_environment(args.rounds, args.batch, args.seed)
     contenders = default_contenders(env["auto_backend"])
     print(format_header(env), flush=True)
     warm_up(contenders, args.batch)
@@ -302,7 +213,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(format_table(summaries))
     if args.json is not None:
         write_json(args.json, env, summaries)
-        print(f"\nwrote {args.json}")
     return 0
 
 

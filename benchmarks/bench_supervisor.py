@@ -50,7 +50,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
-import json
 import os
 import random
 import resource
@@ -70,8 +69,18 @@ from typing import Any, Protocol
 import anyio
 
 import tether
-from bench_async import environment, format_libraries
-from bench_spawn import format_machine, positive_int, render_table
+from _common import (
+    add_run_options,
+    async_environment,
+    counts_list,
+    format_libraries,
+    format_machine,
+    make_parser,
+    parse_common,
+    positive_int,
+    render_table,
+    write_document,
+)
 
 GRACE = 30.0
 """Seconds of grace: far beyond any stop, so that SIGTERM alone ends every tree."""
@@ -515,18 +524,11 @@ def write_json(path: Path, env: dict[str, Any], rows: Sequence[Row]) -> None:
             for r in rows
         ],
     }
-    path.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
-
-
-def counts_list(text: str) -> list[int]:
-    counts = [positive_int(part.replace("_", "")) for part in text.split(",") if part]
-    if not counts:
-        raise argparse.ArgumentTypeError("give at least one count")
-    return counts
+    write_document(path, document)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = make_parser(__doc__)
     default_counts = ",".join(map(str, DEFAULT_COUNTS))
     parser.add_argument(
         "--counts",
@@ -542,20 +544,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help=f"runs per count and contender (default {DEFAULT_REPEATS})",
     )
     quick_counts = ",".join(map(str, QUICK_COUNTS))
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help=f"smoke run: counts {quick_counts} unless --counts is given, {QUICK_REPEATS} repeat",
+    add_run_options(
+        parser,
+        quick_help=f"smoke run: counts {quick_counts} unless --counts is given, "
+        f"{QUICK_REPEATS} repeat",
+        seed_help="seed for the run order",
     )
-    parser.add_argument("--seed", type=int, default=None, help="seed for the run order")
-    parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="write results")
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.repeats = QUICK_REPEATS
+    args = parse_common(parser, argv, repeats=QUICK_REPEATS)
     if args.counts is None:
         args.counts = list(QUICK_COUNTS if args.quick else DEFAULT_COUNTS)
-    if args.seed is None:
-        args.seed = random.SystemRandom().randrange(2**32)
     return args
 
 
@@ -563,7 +560,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     before = raise_nofile(args.counts)
     skipped_reason = cgroup_problem()
-    env = environment(
+    env = async_environment(
         rlimit_nofile_before=list(before),
         cgroup=cgroup_location(),
         init=init_name(),
@@ -591,7 +588,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(format_overview(args.counts, rows))
     if args.json is not None:
         write_json(args.json, env, rows)
-        print(f"\nwrote {args.json}")
     return 0
 
 
