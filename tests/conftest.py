@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests import leakguard
-from tether import _pidfd
+from tether._linux import _pidfd
 
 
 @pytest.fixture(autouse=True)

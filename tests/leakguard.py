@@ -40,7 +40,7 @@ def _children() -> frozenset[int]:
 
 
 def _fds() -> frozenset[tuple[int, str]]:
-    from tether._reaper import REAPER  # its epoll fd lives as long as the process
+    from tether._core._reaper import REAPER  # its epoll fd lives as long as the process
 
     found = set()
     listing = os.open("/proc/self/fd", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)

@@ -19,7 +19,8 @@ import anyio
 import pytest
 
 import tether
-from tether import _async, _reaper
+from tether._aio import _process as _async
+from tether._core import _reaper
 
 PY = sys.executable
 WAIT_FOR_STDIN = "import sys; print('ready', flush=True); sys.stdin.read()"

@@ -26,10 +26,10 @@ from tests.test_supervisor import (
     Pins,
     pins,
 )
-from tether._async import AsyncProcess
-from tether._async_supervisor import AsyncSupervisor
-from tether._supervisor import KilledAfterGraceWarning
-from tether._tree import ProcessTree
+from tether._aio._process import AsyncProcess
+from tether._supervise._async_supervisor import AsyncSupervisor
+from tether._supervise._supervisor import KilledAfterGraceWarning
+from tether._supervise._tree import ProcessTree
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import ExceptionGroup

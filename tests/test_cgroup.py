@@ -20,10 +20,10 @@ import pytest
 
 import tether
 from tests.test_supervisor import PY, SUPERVISING, WAIT_FOR_STDIN, Pins, pins
-from tether import _cgroup
-from tether._async_supervisor import AsyncSupervisor
-from tether._cgroup import Cgroup, CgroupError
-from tether._supervisor import KilledAfterGraceWarning, Supervisor
+from tether._linux import _cgroup
+from tether._linux._cgroup import Cgroup, CgroupError
+from tether._supervise._async_supervisor import AsyncSupervisor
+from tether._supervise._supervisor import KilledAfterGraceWarning, Supervisor
 
 __all__ = ["pins"]  # the fixture, imported for use here
 

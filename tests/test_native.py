@@ -23,7 +23,7 @@ import pytest
 
 import tether
 import tether._native
-from tether import _pidfd
+from tether._linux import _pidfd
 from tether._spawn import make_plan, start_child
 
 PY = sys.executable

@@ -11,7 +11,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tether import Exited, Signaled, _pidfd
+from tether import Exited, Signaled
+from tether._linux import _pidfd
 
 
 @pytest.fixture

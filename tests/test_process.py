@@ -19,7 +19,8 @@ from collections.abc import Iterator
 import pytest
 
 import tether
-from tether import _pidfd, _reaper
+from tether._core import _reaper
+from tether._linux import _pidfd
 
 PY = sys.executable
 IGNORE_TERM = (

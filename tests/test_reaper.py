@@ -12,7 +12,8 @@ import threading
 import warnings
 
 import tether
-from tether import _pidfd, _reaper
+from tether._core import _reaper
+from tether._linux import _pidfd
 
 PY = sys.executable
 

@@ -1,4 +1,4 @@
-"""Tests for ``tether._restart``: the backoff schedule, the policy, and the restart budget.
+"""Tests for ``tether._supervise._restart``: backoff schedule, policy, and restart budget.
 
 Everything is pure logic, so nothing here sleeps or starts a process: time comes from
 :class:`FakeClock`, advanced by hand, and jitter from a constant ``random`` (0.5 gives a factor of
@@ -14,8 +14,8 @@ import signal
 
 import pytest
 
-from tether._restart import Backoff, Decision, RestartPolicy, RestartTracker
 from tether._status import Continued, Exited, Signaled, Status, Stopped
+from tether._supervise._restart import Backoff, Decision, RestartPolicy, RestartTracker
 
 OK = Exited(0)
 FAIL = Exited(1)

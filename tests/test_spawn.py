@@ -16,7 +16,7 @@ import pytest
 import tether
 import tether._native
 import tether._spawn
-from tether import _pidfd
+from tether._linux import _pidfd
 
 PY = sys.executable
 LIST_FDS = (  # the fd that listdir used is closed again by the time exists() looks

@@ -20,9 +20,10 @@ import pytest
 import tether
 from tests.test_cgroup import DOUBLE_FORK, needs_cgroups
 from tests.test_supervisor import PY, Pins, pins
-from tether import _pidfd, _subreaper
-from tether._async_supervisor import AsyncSupervisor
-from tether._supervisor import Supervisor
+from tether._linux import _pidfd
+from tether._supervise import _subreaper
+from tether._supervise._async_supervisor import AsyncSupervisor
+from tether._supervise._supervisor import Supervisor
 
 __all__ = ["pins"]  # the fixture, imported for use here
 

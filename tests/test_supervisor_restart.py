@@ -24,10 +24,10 @@ import pytest
 
 import tether
 from tests.test_supervisor import Pins, pins
-from tether._async_supervisor import AsyncSupervisor
-from tether._keepalive import Supervised, SupervisedChildFailed
-from tether._restart import Backoff, RestartPolicy
-from tether._supervisor import Supervisor
+from tether._supervise._async_supervisor import AsyncSupervisor
+from tether._supervise._records import Supervised, SupervisedChildFailed
+from tether._supervise._restart import Backoff, RestartPolicy
+from tether._supervise._supervisor import Supervisor
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import ExceptionGroup

@@ -5,9 +5,9 @@ signals go through it, so a recycled pid is never hit; statuses are decoded valu
 not magic integers. See the README and ``docs/`` for the guide.
 """
 
-from ._async import AsyncProcess, open_process, run_process
-from ._async_supervisor import AsyncSupervisor
-from ._cgroup import CgroupError
+from ._aio._process import AsyncProcess, open_process, run_process
+from ._core._process import DEFAULT_GRACE, Process, spawn
+from ._core._run import Completed, run
 from ._errors import (
     CalledProcessError,
     SpawnError,
@@ -15,13 +15,13 @@ from ._errors import (
     TetherError,
     TimeoutExpired,
 )
-from ._keepalive import Supervised, SupervisedChildFailed
-from ._process import DEFAULT_GRACE, Process, spawn
-from ._restart import Backoff, RestartMode, RestartPolicy
-from ._run import Completed, run
+from ._linux._cgroup import CgroupError
 from ._spawn import DEVNULL, PIPE, STDOUT, SpawnOptions
 from ._status import Continued, Exited, Rusage, Signaled, Status, Stopped, decode_status
-from ._supervisor import KilledAfterGraceWarning, KillMode, Supervisor
+from ._supervise._async_supervisor import AsyncSupervisor
+from ._supervise._records import Supervised, SupervisedChildFailed
+from ._supervise._restart import Backoff, RestartMode, RestartPolicy
+from ._supervise._supervisor import KilledAfterGraceWarning, KillMode, Supervisor
 from .limits import Limits
 
 __all__ = [

@@ -11,8 +11,9 @@ from __future__ import annotations
 import os
 import signal
 
-from .. import _native, _pidfd
+from .. import _native
 from .._errors import SpawnError
+from .._linux import _pidfd
 from ._plan import SpawnPlan
 from ._stdio import ChildStdio
 

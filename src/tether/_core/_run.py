@@ -20,10 +20,10 @@ from typing import IO, cast
 
 from typing_extensions import Unpack, final
 
-from ._errors import CalledProcessError, StatusUnknownError, TimeoutExpired
+from .._errors import CalledProcessError, StatusUnknownError, TimeoutExpired
+from .._spawn import PIPE, SpawnOptions, StrOrBytesPath
+from .._status import Status
 from ._process import DEFAULT_GRACE, Process, spawn
-from ._spawn import PIPE, SpawnOptions, StrOrBytesPath
-from ._status import Status
 
 _CHUNK = 65536
 

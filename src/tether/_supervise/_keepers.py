@@ -29,10 +29,10 @@ from typing import TYPE_CHECKING
 import anyio
 from anyio.abc import TaskGroup
 
-from ._async import AsyncProcess
-from ._errors import StatusUnknownError
-from ._keepalive import Supervised, stop_leftovers
-from ._status import Status
+from .._aio._process import AsyncProcess
+from .._errors import StatusUnknownError
+from .._status import Status
+from ._records import Supervised, stop_leftovers
 
 if TYPE_CHECKING:
     from ._async_supervisor import AsyncSupervisor

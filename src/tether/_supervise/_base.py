@@ -26,13 +26,13 @@ import time
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
+from .._core._process import DEFAULT_GRACE
+from .._errors import StatusUnknownError
+from .._linux._cgroup import Cgroup, writable_parent
+from .._status import Status
 from . import _subreaper
-from ._cgroup import Cgroup, writable_parent
-from ._errors import StatusUnknownError
-from ._keepalive import Supervised, SupervisedChildFailed, logger
-from ._process import DEFAULT_GRACE
+from ._records import Supervised, SupervisedChildFailed, logger
 from ._restart import RestartPolicy, RestartTracker
-from ._status import Status
 from ._tree import KillMode, ProcessTree
 
 __all__ = ["SupervisorBase"]

@@ -31,7 +31,7 @@ import threading
 import weakref
 from typing import TYPE_CHECKING
 
-from . import _pidfd
+from .._linux import _pidfd
 
 if TYPE_CHECKING:
     from ._process import Process

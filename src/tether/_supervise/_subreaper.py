@@ -52,9 +52,10 @@ import signal as signals
 import threading
 from collections.abc import Iterable
 
-from . import _pidfd, _reaper
-from ._cgroup import CgroupError, own_cgroup_dir
-from ._status import Status
+from .._core import _reaper
+from .._linux import _pidfd
+from .._linux._cgroup import CgroupError, own_cgroup_dir
+from .._status import Status
 from ._tree import ProcessTree, signal_pinned_group
 
 __all__ = ["children", "claim", "is_subreaper", "reap_adopted", "release"]

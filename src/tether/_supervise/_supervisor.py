@@ -36,9 +36,12 @@ from types import TracebackType
 
 from typing_extensions import Self, Unpack, final
 
+from .._core._process import DEFAULT_GRACE, Process, _close_quietly, spawn
+from .._errors import TimeoutExpired
+from .._spawn import SpawnOptions, StrOrBytesPath
+from .._status import Status
 from ._base import SupervisorBase
-from ._errors import TimeoutExpired
-from ._keepalive import (
+from ._records import (
     Supervised,
     frozen_argv,
     frozen_options,
@@ -46,11 +49,8 @@ from ._keepalive import (
     parse_policy,
     stop_leftovers,
 )
-from ._process import DEFAULT_GRACE, Process, _close_quietly, spawn
 from ._restart import Backoff, RestartMode, RestartPolicy
 from ._shutdown import KilledAfterGraceWarning, Outcome, abandon, report, shutdown
-from ._spawn import SpawnOptions, StrOrBytesPath
-from ._status import Status
 from ._tree import KillMode, ProcessTree, prepare_options
 from ._watcher import Watcher
 

@@ -31,12 +31,13 @@ from typing import IO
 
 from typing_extensions import Self, Unpack, final
 
-from . import _pidfd, _reaper
-from ._errors import StatusUnknownError, TimeoutExpired
-from ._fallback import ExitNotifier
-from ._spawn import SpawnOptions, StrOrBytesPath, make_plan, start_child
-from ._status import Status
-from .limits import Limits
+from .._errors import StatusUnknownError, TimeoutExpired
+from .._linux import _pidfd
+from .._linux._exit_notifier import ExitNotifier
+from .._spawn import SpawnOptions, StrOrBytesPath, make_plan, start_child
+from .._status import Status
+from ..limits import Limits
+from . import _reaper
 
 DEFAULT_GRACE = 5.0
 """Seconds :meth:`Process.stop` waits after the stop signal before it sends SIGKILL."""

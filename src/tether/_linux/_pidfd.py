@@ -33,7 +33,7 @@ import signal
 import struct
 import time
 
-from ._status import Rusage, Status, decode_status, decode_waitid
+from .._status import Rusage, Status, decode_status, decode_waitid
 
 __all__ = [
     "disable_pidfds",

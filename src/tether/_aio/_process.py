@@ -44,12 +44,12 @@ import anyio.lowlevel
 from anyio.abc import ByteReceiveStream, ByteSendStream
 from typing_extensions import Self, Unpack, final
 
-from ._errors import StatusUnknownError, TimeoutExpired
-from ._process import DEFAULT_GRACE, Process, spawn
-from ._run import Completed, prepare_run
-from ._spawn import SpawnOptions, StrOrBytesPath
-from ._status import Status
-from .limits import Limits
+from .._core._process import DEFAULT_GRACE, Process, spawn
+from .._core._run import Completed, prepare_run
+from .._errors import StatusUnknownError, TimeoutExpired
+from .._spawn import SpawnOptions, StrOrBytesPath
+from .._status import Status
+from ..limits import Limits
 
 __all__ = ["AsyncProcess", "open_process", "run_process"]
 

@@ -35,10 +35,10 @@ from typing import Generic, Literal, TypeAlias, TypeVar
 
 from typing_extensions import final
 
-from ._errors import TetherError
+from .._errors import TetherError
+from .._spawn import SpawnOptions, StrOrBytesPath
+from .._status import Status
 from ._restart import Backoff, Decision, RestartPolicy, RestartTracker
-from ._spawn import SpawnOptions, StrOrBytesPath
-from ._status import Status
 from ._tree import ProcessTree
 
 __all__ = [

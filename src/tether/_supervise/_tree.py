@@ -37,11 +37,11 @@ from typing import Literal, TypeAlias
 
 from typing_extensions import final
 
-from ._cgroup import Cgroup
-from ._errors import TetherError
-from ._pidfd import signal_pinned_group
-from ._process import Process
-from ._spawn import SpawnOptions
+from .._core._process import Process
+from .._errors import TetherError
+from .._linux._cgroup import Cgroup
+from .._linux._pidfd import signal_pinned_group
+from .._spawn import SpawnOptions
 
 __all__ = ["KILL_PATIENCE", "KillMode", "ProcessTree", "prepare_options", "signal_pinned_group"]
 

@@ -49,8 +49,8 @@ import time
 
 from typing_extensions import final
 
+from .._errors import TetherError
 from . import _pidfd
-from ._errors import TetherError
 
 __all__ = ["Cgroup", "CgroupError", "cgroup2_mount", "own_cgroup_dir", "writable_parent"]
 

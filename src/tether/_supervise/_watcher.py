@@ -32,10 +32,10 @@ import select
 import threading
 from typing import TYPE_CHECKING
 
-from ._errors import StatusUnknownError
-from ._keepalive import Supervised
-from ._process import Process
-from ._status import Status
+from .._core._process import Process
+from .._errors import StatusUnknownError
+from .._status import Status
+from ._records import Supervised
 
 if TYPE_CHECKING:
     from ._supervisor import Supervisor

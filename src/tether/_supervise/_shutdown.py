@@ -28,8 +28,8 @@ import traceback
 import warnings
 from collections.abc import Callable, Sequence
 
-from ._errors import StatusUnknownError, TimeoutExpired
-from ._process import Process
+from .._core._process import Process
+from .._errors import StatusUnknownError, TimeoutExpired
 from ._tree import KILL_PATIENCE, ProcessTree
 
 if sys.version_info < (3, 11):  # pragma: no cover

@@ -58,16 +58,16 @@ import anyio.lowlevel
 from anyio.abc import TaskGroup
 from typing_extensions import Self, Unpack, final
 
-from ._async import AsyncProcess, open_process
-from ._async_keepalive import Keepers
+from .._aio._process import AsyncProcess, open_process
+from .._core._process import DEFAULT_GRACE
+from .._errors import StatusUnknownError
+from .._spawn import SpawnOptions, StrOrBytesPath
+from .._status import Status
 from ._base import SupervisorBase
-from ._errors import StatusUnknownError
-from ._keepalive import Supervised, frozen_argv, frozen_options, parse_policy, stop_leftovers
-from ._process import DEFAULT_GRACE
+from ._keepers import Keepers
+from ._records import Supervised, frozen_argv, frozen_options, parse_policy, stop_leftovers
 from ._restart import Backoff, RestartMode, RestartPolicy
 from ._shutdown import _FIRST_DELAY, _MAX_DELAY, Outcome, abandon, close_all, finish, report
-from ._spawn import SpawnOptions, StrOrBytesPath
-from ._status import Status
 from ._tree import KILL_PATIENCE, KillMode, ProcessTree, prepare_options
 
 if sys.version_info < (3, 11):  # pragma: no cover
