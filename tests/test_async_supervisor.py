@@ -26,9 +26,7 @@ from tests.test_supervisor import (
     Pins,
     pins,
 )
-from tether._aio._process import AsyncProcess
-from tether._supervise._async_supervisor import AsyncSupervisor
-from tether._supervise._supervisor import KilledAfterGraceWarning
+from tether import AsyncProcess, AsyncSupervisor, KilledAfterGraceWarning
 from tether._supervise._tree import ProcessTree
 
 if sys.version_info < (3, 11):  # pragma: no cover

@@ -20,10 +20,9 @@ import pytest
 
 import tether
 from tests.test_supervisor import PY, SUPERVISING, WAIT_FOR_STDIN, Pins, pins
+from tether import AsyncSupervisor, CgroupError, KilledAfterGraceWarning, Supervisor
 from tether._linux import _cgroup
-from tether._linux._cgroup import Cgroup, CgroupError
-from tether._supervise._async_supervisor import AsyncSupervisor
-from tether._supervise._supervisor import KilledAfterGraceWarning, Supervisor
+from tether._linux._cgroup import Cgroup
 
 __all__ = ["pins"]  # the fixture, imported for use here
 

@@ -69,3 +69,62 @@ def test_status_unknown_is_a_child_process_error() -> None:
     error = tether.StatusUnknownError(1234, ["x"])
     assert isinstance(error, ChildProcessError)
     assert "1234" in str(error)
+
+
+def _round_trip(error: BaseException) -> BaseException:
+    again = pickle.loads(pickle.dumps(error))
+    assert type(again) is type(error)
+    assert str(again) == str(error)
+    return again
+
+
+def test_every_tether_exception_pickles() -> None:
+    """A ProcessPoolExecutor worker may raise any of them: each must come back whole."""
+    unknown = _round_trip(tether.StatusUnknownError(1234, ["x", "y"]))
+    assert isinstance(unknown, tether.StatusUnknownError)
+    assert (unknown.pid, unknown.argv) == (1234, ("x", "y"))
+    failed = _round_trip(
+        tether.SupervisedChildFailed(("srv",), 77, tether.Exited(3), 5, "budget spent")
+    )
+    assert isinstance(failed, tether.SupervisedChildFailed)
+    assert (failed.argv, failed.pid, failed.status, failed.restarts, failed.reason) == (
+        ("srv",),
+        77,
+        tether.Exited(3),
+        5,
+        "budget spent",
+    )
+    cgroup = _round_trip(tether.CgroupError(errno.EACCES, "cannot create", "/sys/fs/cgroup/x"))
+    assert isinstance(cgroup, tether.CgroupError)
+    assert (cgroup.errno, cgroup.filename) == (errno.EACCES, "/sys/fs/cgroup/x")
+    called = _round_trip(tether.CalledProcessError(["false"], tether.Exited(1), b"o", b"e"))
+    assert isinstance(called, tether.CalledProcessError)
+    assert (called.status, called.returncode, called.stdout) == (tether.Exited(1), 1, b"o")
+    _round_trip(tether.TetherError("plain"))
+
+
+def test_every_exception_and_warning_lives_in_one_module() -> None:
+    from tether import _errors
+
+    for name in tether.__all__:
+        member = getattr(tether, name)
+        if isinstance(member, type) and issubclass(member, (Exception, Warning)):
+            assert member is getattr(_errors, name), f"tether.{name} is defined elsewhere"
+
+
+def test_spawn_error_families_say_tether_spawn_error_in_tracebacks() -> None:
+    import traceback
+
+    error = tether.SpawnError(errno.ENOENT, filename="nope", stage="exec", argv=["nope"])
+    assert type(error) is not tether.SpawnError  # the FileNotFoundError family
+    assert (type(error).__module__, type(error).__qualname__) == ("tether", "SpawnError")
+    text = "".join(traceback.format_exception_only(type(error), error))
+    assert text.startswith("tether.SpawnError: [Errno 2]")
+
+
+def test_spawn_stages_are_one_literal() -> None:
+    from typing import get_args
+
+    assert tether.SpawnStage is not None
+    assert get_args(tether.SpawnStage)[0] == "fork"
+    assert get_args(tether.SpawnStage)[-1] == "exec"

@@ -18,6 +18,9 @@ EXPECTED = {
     "KilledAfterGraceWarning",
     "Supervisor",
     "AsyncProcess",
+    "Backend",
+    "SpawnStage",
+    "backends",
     "DEFAULT_GRACE",
     "DEVNULL",
     "PIPE",
@@ -60,3 +63,29 @@ def test_package_ships_py_typed() -> None:
     from importlib.resources import files
 
     assert files("tether").joinpath("py.typed").is_file()
+
+
+def test_public_names_live_at_tether() -> None:
+    """Tracebacks and reprs say ``tether.X``, never the private module that defines X."""
+    for name in tether.__all__:
+        member = getattr(tether, name)
+        if inspect.isclass(member) or inspect.isfunction(member):
+            home = "tether.limits" if name == "Limits" else "tether"  # a public module already
+            assert member.__module__ == home, f"tether.{name} says {member.__module__}"
+    assert repr(tether.Exited) == "<class 'tether.Exited'>"
+
+
+def test_backends_reports_each_backend() -> None:
+    found = {backend.name: backend for backend in tether.backends()}
+    assert list(found) == ["native", "posix_spawn", "fork"]
+    native = found["native"]
+    assert native.available
+    assert native.reason is None
+    assert native.auto_rank == 0
+    assert native.refuses == ("preexec_fn",)
+    assert found["fork"].refuses == ()
+    assert "cwd" in found["posix_spawn"].refuses
+    assert found["posix_spawn"].pidfd_at_birth is False
+    with tether.spawn(["true"], backend="native") as process:
+        process.wait()
+    assert tether.backends()[0].pidfd_at_birth is True

@@ -294,3 +294,14 @@ sys.stdin.read()
             assert _pidfd.wait_readable(pidfd, 30), "the ids change disarmed pdeathsig"
         finally:
             os.close(pidfd)
+
+
+def test_the_c_stage_names_are_the_python_literal() -> None:
+    """``_spawner.c`` names its stages as ``tether.SpawnStage`` does, in the same order."""
+    from typing import get_args
+
+    c_stages = tether._native.spawner.STAGES
+    python_stages = get_args(tether.SpawnStage)
+    assert set(c_stages) <= set(python_stages)
+    assert set(python_stages) - set(c_stages) == {"fork", "preexec_fn"}
+    assert list(c_stages) == [stage for stage in python_stages if stage in c_stages]

@@ -47,7 +47,7 @@ def test_a_forked_child_starts_with_a_fresh_reaper() -> None:
     forked = os.fork()
     if forked == 0:  # the forked child: report what its reaper holds, then leave
         try:
-            registrations = len(_reaper.REAPER._by_pidfd)
+            registrations = _reaper.REAPER.registrations()
             os.write(write_end, f"{registrations} {_reaper.REAPER.epoll_fd()}".encode())
         finally:
             os._exit(0)

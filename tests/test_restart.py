@@ -14,8 +14,8 @@ import signal
 
 import pytest
 
-from tether._status import Continued, Exited, Signaled, Status, Stopped
-from tether._supervise._restart import Backoff, Decision, RestartPolicy, RestartTracker
+from tether import Backoff, Continued, Exited, RestartPolicy, Signaled, Status, Stopped
+from tether._supervise._restart import Decision, RestartTracker
 
 OK = Exited(0)
 FAIL = Exited(1)

@@ -469,3 +469,27 @@ def test_unknown_options_are_refused(option: str) -> None:
         tether.spawn(["true"], **{option: True})  # type: ignore[call-arg]
     with pytest.raises(TypeError, match=option):
         tether.run(["true"], **{option: True})  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize(
+    "report",
+    [b"", b"exec", b"exec:", b"bogus:2:", b"exec:two:", b"exec:99999:", b"exec:0:", b"\xff:2:"],
+)
+def test_a_malformed_fork_report_is_reported_not_guessed(report: bytes) -> None:
+    from tether._spawn import _fork, make_plan
+
+    error = _fork._decode_report(report, make_plan(["true"]))
+    assert error.errno == errno.EIO
+    assert error.stage == "fork"
+    assert "malformed" in str(error.strerror)
+
+
+def test_a_well_formed_fork_report_keeps_its_fields() -> None:
+    from tether._spawn import _fork, make_plan
+
+    error = _fork._decode_report(b"chdir:2:", make_plan(["true"], cwd="/nowhere"))
+    assert (error.errno, error.stage, error.filename) == (errno.ENOENT, "chdir", "/nowhere")
+    raised = _fork._decode_report(b"preexec_fn:0:ValueError: no", make_plan(["true"]))
+    assert raised.errno is None
+    assert raised.stage == "preexec_fn"
+    assert "ValueError: no" in str(raised)

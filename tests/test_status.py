@@ -19,17 +19,8 @@ from types import TracebackType
 
 import pytest
 
-from tether._status import (
-    Continued,
-    Exited,
-    Rusage,
-    Signaled,
-    Status,
-    Stopped,
-    _signal_name,
-    decode_status,
-    decode_waitid,
-)
+from tether import Continued, Exited, Rusage, Signaled, Status, Stopped, decode_status
+from tether._status import decode_waitid, signal_name
 
 _LIBC = ctypes.CDLL(None, use_errno=True)
 _PR_SET_DUMPABLE = 4
@@ -321,7 +312,7 @@ def test_realtime_signal_names() -> None:
     assert str(Signaled(rtmin + 1)) == "killed by SIGRTMIN+1"
     assert str(Stopped(rtmax - 1)) == "stopped by SIGRTMAX-1"
     assert str(Signaled(rtmax)) == "killed by SIGRTMAX"
-    names = [_signal_name(n) for n in range(rtmin + 1, rtmax)]
+    names = [signal_name(n) for n in range(rtmin + 1, rtmax)]
     assert len(set(names)) == len(names)
     assert all(name.startswith(("SIGRTMIN+", "SIGRTMAX-")) for name in names)
     known = {member.value for member in signal.Signals}

@@ -20,10 +20,9 @@ import pytest
 import tether
 from tests.test_cgroup import DOUBLE_FORK, needs_cgroups
 from tests.test_supervisor import PY, Pins, pins
+from tether import AsyncSupervisor, Supervisor
 from tether._linux import _pidfd
 from tether._supervise import _subreaper
-from tether._supervise._async_supervisor import AsyncSupervisor
-from tether._supervise._supervisor import Supervisor
 
 __all__ = ["pins"]  # the fixture, imported for use here
 

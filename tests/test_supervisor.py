@@ -21,9 +21,9 @@ from collections.abc import Iterator
 import pytest
 
 import tether
+from tether import KilledAfterGraceWarning, Supervisor
 from tether._linux import _pidfd
 from tether._supervise import _tree
-from tether._supervise._supervisor import KilledAfterGraceWarning, Supervisor
 from tether._supervise._tree import ProcessTree
 
 if sys.version_info < (3, 11):  # pragma: no cover
@@ -41,7 +41,7 @@ STUBBORN_SHELL = "trap '' TERM; " + SLEEPY_SHELL
 """The same with SIGTERM ignored by the shell and (inherited through exec) the sleeps."""
 SUPERVISING = """
 import sys
-from tether._supervise._supervisor import Supervisor
+from tether import Supervisor
 with Supervisor(kill=sys.argv[1]) as sup:
     child = sup.spawn(["sleep", "60"])
     print(child.pid, flush=True)

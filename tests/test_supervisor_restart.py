@@ -24,10 +24,14 @@ import pytest
 
 import tether
 from tests.test_supervisor import Pins, pins
-from tether._supervise._async_supervisor import AsyncSupervisor
-from tether._supervise._records import Supervised, SupervisedChildFailed
-from tether._supervise._restart import Backoff, RestartPolicy
-from tether._supervise._supervisor import Supervisor
+from tether import (
+    AsyncSupervisor,
+    Backoff,
+    RestartPolicy,
+    Supervised,
+    SupervisedChildFailed,
+    Supervisor,
+)
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import ExceptionGroup

@@ -10,18 +10,21 @@ from ._core._process import DEFAULT_GRACE, Process, spawn
 from ._core._run import Completed, run
 from ._errors import (
     CalledProcessError,
+    CgroupError,
+    KilledAfterGraceWarning,
     SpawnError,
+    SpawnStage,
     StatusUnknownError,
+    SupervisedChildFailed,
     TetherError,
     TimeoutExpired,
 )
-from ._linux._cgroup import CgroupError
-from ._spawn import DEVNULL, PIPE, STDOUT, SpawnOptions
+from ._spawn import DEVNULL, PIPE, STDOUT, Backend, SpawnOptions, backends
 from ._status import Continued, Exited, Rusage, Signaled, Status, Stopped, decode_status
 from ._supervise._async_supervisor import AsyncSupervisor
-from ._supervise._records import Supervised, SupervisedChildFailed
+from ._supervise._records import Supervised
 from ._supervise._restart import Backoff, RestartMode, RestartPolicy
-from ._supervise._supervisor import KilledAfterGraceWarning, KillMode, Supervisor
+from ._supervise._supervisor import KillMode, Supervisor
 from .limits import Limits
 
 __all__ = [
@@ -31,6 +34,7 @@ __all__ = [
     "STDOUT",
     "AsyncProcess",
     "AsyncSupervisor",
+    "Backend",
     "Backoff",
     "CalledProcessError",
     "CgroupError",
@@ -47,6 +51,7 @@ __all__ = [
     "Signaled",
     "SpawnError",
     "SpawnOptions",
+    "SpawnStage",
     "Status",
     "StatusUnknownError",
     "Stopped",
@@ -55,6 +60,7 @@ __all__ = [
     "Supervisor",
     "TetherError",
     "TimeoutExpired",
+    "backends",
     "decode_status",
     "open_process",
     "run",
@@ -63,3 +69,21 @@ __all__ = [
 ]
 
 __version__ = "0.1.0.dev0"
+
+
+def _rehome_public_names() -> None:
+    """Give every public class and function its public home, ``tether.X``.
+
+    Tracebacks, reprs and the docs then say ``tether.SpawnError`` rather than the private
+    module the name happens to be defined in (trio and anyio do the same).
+    """
+    namespace = globals()
+    for name in __all__:
+        member = namespace[name]
+        if isinstance(member, type) or callable(member):
+            module = getattr(member, "__module__", "")
+            if module.startswith("tether._"):
+                member.__module__ = __name__
+
+
+_rehome_public_names()

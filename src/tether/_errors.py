@@ -1,22 +1,31 @@
-"""The exceptions tether raises.
+"""Every exception and warning tether raises, in one place.
 
 ::
 
     Exception
     ├── TetherError                      every error tether raises on purpose
-    │   ├── SpawnError (+ OSError)       the child could not be started
-    │   │     └── one subclass per errno family, so that ``except FileNotFoundError``
-    │   │         and ``except PermissionError`` catch a failed spawn as they do
-    │   │         with ``subprocess``
+    │   ├── SpawnError (+ OSError)       the child could not be started; ``stage`` says
+    │   │     │                          where (a :data:`SpawnStage`), ``argv`` what
+    │   │     └── one hidden subclass per errno family, so that ``except
+    │   │         FileNotFoundError`` and ``except PermissionError`` catch a failed
+    │   │         spawn as they do with ``subprocess`` (each is named ``SpawnError``)
     │   ├── StatusUnknownError (+ ChildProcessError)
-    │   │                                 another party reaped our child and the
-    │   │                                 kernel kept no record of its status
+    │   │                                another party reaped our child and the
+    │   │                                kernel kept no record of its status
     │   ├── TimeoutExpired (+ subprocess.TimeoutExpired)
-    │   └── CalledProcessError (+ subprocess.CalledProcessError)
-    └── ValueError                       bad input, raised before any process exists
+    │   ├── CalledProcessError (+ subprocess.CalledProcessError)
+    │   ├── CgroupError (+ OSError)      ``kill="cgroup"`` cannot work here
+    │   └── SupervisedChildFailed        a supervised child was given up
+    ├── ValueError, TypeError            bad input, raised before any process exists
+    └── Warning
+        ├── RuntimeWarning
+        │   └── KilledAfterGraceWarning  a supervised tree outlived its grace period
+        └── ResourceWarning              a handle was dropped while its child ran
+                                         (the standard class; the reaper takes over)
 
 Errors carry their context: the argv, the failing stage in the child, the pid, the
-decoded status.
+decoded status. Every one survives ``pickle`` (a ``ProcessPoolExecutor`` worker may
+raise it), and each public class says ``tether.`` in tracebacks and reprs.
 """
 
 from __future__ import annotations
@@ -25,18 +34,51 @@ import errno as errno_codes
 import os
 import subprocess
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias, get_args
 
 if TYPE_CHECKING:
     from ._status import Status
 
 __all__ = [
+    "SPAWN_STAGES",
     "CalledProcessError",
+    "CgroupError",
+    "KilledAfterGraceWarning",
     "SpawnError",
+    "SpawnStage",
     "StatusUnknownError",
+    "SupervisedChildFailed",
     "TetherError",
     "TimeoutExpired",
 ]
+
+SpawnStage: TypeAlias = Literal[
+    "fork",
+    "signals",
+    "setsid",
+    "setpgid",
+    "fd_map",
+    "close_fds",
+    "chdir",
+    "setrlimit",
+    "cgroup",
+    "no_new_privs",
+    "setgroups",
+    "setgid",
+    "setuid",
+    "pdeathsig",
+    "preexec_fn",
+    "exec",
+]
+"""The step of a spawn that failed, in the order a child takes them.
+
+``"fork"`` is the parent's clone/fork itself; ``"preexec_fn"`` exists only on the
+``fork`` backend; the rest are the child's steps between fork and exec, named as the
+C spawner names them (``_native/_spawner.c`` exports the same names as ``STAGES``).
+"""
+
+SPAWN_STAGES: tuple[SpawnStage, ...] = get_args(SpawnStage)
+"""Every :data:`SpawnStage`, in order."""
 
 
 class TetherError(Exception):
@@ -54,7 +96,7 @@ class SpawnError(TetherError, OSError):
     :class:`OSError` subclass.
     """
 
-    stage: str
+    stage: SpawnStage
     argv: tuple[str, ...]
 
     def __new__(
@@ -63,7 +105,7 @@ class SpawnError(TetherError, OSError):
         strerror: str | None = None,
         filename: str | None = None,
         *,
-        stage: str = "exec",
+        stage: SpawnStage = "exec",
         argv: Sequence[str] = (),
     ) -> SpawnError:
         if cls is SpawnError:
@@ -80,7 +122,7 @@ class SpawnError(TetherError, OSError):
         strerror: str | None = None,
         filename: str | None = None,
         *,
-        stage: str = "exec",
+        stage: SpawnStage = "exec",
         argv: Sequence[str] = (),
     ) -> None:
         # OSError.__new__ has filled errno, strerror and filename already.
@@ -107,7 +149,11 @@ def _describe(errno: int | None, strerror: str | None) -> str:
 
 
 def _rebuild_spawn_error(
-    errno: int | None, strerror: str, filename: str | None, stage: str, argv: tuple[str, ...]
+    errno: int | None,
+    strerror: str,
+    filename: str | None,
+    stage: SpawnStage,
+    argv: tuple[str, ...],
 ) -> SpawnError:
     return SpawnError(errno, strerror, filename, stage=stage, argv=argv)
 
@@ -124,11 +170,12 @@ def _make_spawn_subclasses() -> dict[int, type[SpawnError]]:
             families.setdefault(family, []).append(code)
     for family, codes in families.items():
         subclass = type(
-            f"Spawn{family.__name__}",
+            "SpawnError",  # what tracebacks show: the family is in the class's bases
             (SpawnError, family),
             {
                 "__doc__": f"A :class:`SpawnError` that is also a :class:`{family.__name__}`.",
-                "__module__": __name__,
+                "__module__": "tether",
+                "__qualname__": "SpawnError",
             },
         )
         for code in codes:
@@ -155,6 +202,9 @@ class StatusUnknownError(TetherError, ChildProcessError):
         )
         self.pid = pid
         self.argv = tuple(argv)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.pid, self.argv))
 
 
 class TimeoutExpired(TetherError, subprocess.TimeoutExpired):
@@ -202,3 +252,47 @@ class CalledProcessError(TetherError, subprocess.CalledProcessError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.cmd, self.status, self.output, self.stderr))
+
+
+class CgroupError(TetherError, OSError):
+    """cgroup mode cannot work here: no cgroup2 mount, no writable parent, or an old kernel.
+
+    ``errno`` and ``filename`` say what failed where, as with any ``OSError``.
+    """
+
+
+class SupervisedChildFailed(TetherError):
+    """A supervised child was given up: it kept failing past its restart budget.
+
+    Also raised when a restart could not be spawned (the spawn error is the
+    ``__cause__``) or when the child's exit status was taken by another party.
+    ``argv``, ``pid`` (of the last incarnation), ``status`` (its last exit status, None
+    if unknown), ``restarts`` (how many times it was restarted) and ``reason`` say
+    what happened.
+    """
+
+    argv: tuple[str, ...]
+    pid: int
+    status: Status | None
+    restarts: int
+    reason: str
+
+    def __init__(
+        self, argv: tuple[str, ...], pid: int, status: Status | None, restarts: int, reason: str
+    ) -> None:
+        super().__init__(
+            f"tether: supervised child {list(argv)!r} failed (last pid {pid}, "
+            f"{restarts} restart(s)): {reason}"
+        )
+        self.argv = argv
+        self.pid = pid
+        self.status = status
+        self.restarts = restarts
+        self.reason = reason
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.argv, self.pid, self.status, self.restarts, self.reason))
+
+
+class KilledAfterGraceWarning(RuntimeWarning):
+    """A supervised child (or its group or cgroup) outlived the grace period and was SIGKILLed."""

@@ -56,7 +56,7 @@ def _normalise_signal(value: Signals | int) -> Signals | int:
     return int(value)
 
 
-def _signal_name(signum: Signals | int) -> str:
+def signal_name(signum: Signals | int) -> str:
     """Name a signal the way ``kill -l`` does: ``SIGKILL``, ``SIGRTMIN+1``, ``SIGRTMAX-2``."""
     if isinstance(signum, Signals):
         return signum.name
@@ -64,7 +64,10 @@ def _signal_name(signum: Signals | int) -> str:
         if signum - _SIGRTMIN <= _SIGRTMAX - signum:
             return f"SIGRTMIN+{signum - _SIGRTMIN}"
         return f"SIGRTMAX-{_SIGRTMAX - signum}"
-    return f"signal {signum}"
+    try:
+        return Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
 
 
 @final
@@ -207,7 +210,7 @@ class Signaled(Status):
 
     def __str__(self) -> str:
         suffix = " (core dumped)" if self.core_dumped else ""
-        return f"killed by {_signal_name(self.signal)}{suffix}"
+        return f"killed by {signal_name(self.signal)}{suffix}"
 
 
 @final
@@ -234,7 +237,7 @@ class Stopped(Status):
 
     def __str__(self) -> str:
         verb = "trapped" if self.trapped else "stopped"
-        return f"{verb} by {_signal_name(self.signal)}"
+        return f"{verb} by {signal_name(self.signal)}"
 
 
 @final

@@ -143,6 +143,12 @@ def _format(kind: str, value: int) -> str:
     return f"{value // scale}{unit}"
 
 
+def _literal(kind: str, value: int) -> str:
+    """:func:`_format` as Python source: a bare count stays an int, anything with a unit a str."""
+    text = _format(kind, value)
+    return text if text.isdigit() else repr(text)
+
+
 def _has_cap_sys_resource() -> bool:
     """Whether this process may raise hard limits (``CAP_SYS_RESOURCE`` in its effective set)."""
     try:
@@ -319,12 +325,13 @@ class Limits:
         return replace(self, **{name: (soft, hard) for name, _, soft, hard in other.items()})
 
     def __repr__(self) -> str:
+        """``Limits(cpu=('30s', '35s'), nofile=256)``: ``eval`` gives an equal value back."""
         parts = []
         for name, _, soft, hard in self.items():
             kind = _RESOURCES[name][1]
-            text = _format(kind, soft)
+            text = _literal(kind, soft)
             if soft != hard:
-                text = f"({text}, {_format(kind, hard)})"
+                text = f"({text}, {_literal(kind, hard)})"
             parts.append(f"{name}={text}")
         return f"Limits({', '.join(parts)})"
 

@@ -32,122 +32,24 @@ from outside stays a cancellation.
 from __future__ import annotations
 
 import contextlib
-import io
-import os
-import signal as signals
+import signal
 from collections.abc import Iterable
 from types import TracebackType
-from typing import IO
 
 import anyio
 import anyio.lowlevel
 from anyio.abc import ByteReceiveStream, ByteSendStream
 from typing_extensions import Self, Unpack, final
 
-from .._core._process import DEFAULT_GRACE, Process, spawn
+from .._core._process import DEFAULT_GRACE, ExitFdLease, Process, send_stop_signal, spawn
 from .._core._run import Completed, prepare_run
 from .._errors import StatusUnknownError, TimeoutExpired
 from .._spawn import SpawnOptions, StrOrBytesPath
 from .._status import Status
 from ..limits import Limits
+from ._streams import PipeEnd, PipeReceiveStream, PipeSendStream, take_raw
 
 __all__ = ["AsyncProcess", "open_process", "run_process"]
-
-_CHUNK = 65536
-
-
-class _PipeEnd:
-    """Owns one parent end of a pipe, switched to non-blocking mode."""
-
-    def __init__(self, raw: io.FileIO) -> None:
-        self._raw = raw  # the only owner: closing it closes the fd, once
-        self._fd = raw.fileno()
-        os.set_blocking(self._fd, False)
-
-    def fileno(self) -> int:
-        """The pipe's fd (do not close it yourself)."""
-        return self._fd
-
-    def _open_fd(self) -> int:
-        if self._raw.closed:
-            raise anyio.ClosedResourceError
-        return self._fd
-
-    def _close(self) -> None:
-        if not self._raw.closed:
-            anyio.notify_closing(self._fd)  # wakes a task blocked on it
-            self._raw.close()
-
-    async def aclose(self) -> None:
-        """Close the pipe; a task blocked on it gets ``anyio.ClosedResourceError``."""
-        self._close()
-        await anyio.lowlevel.checkpoint()
-
-
-@final
-class _PipeReceiveStream(_PipeEnd, ByteReceiveStream):
-    """The read end of a pipe from the child, as an anyio byte stream."""
-
-    async def receive(self, max_bytes: int = _CHUNK) -> bytes:
-        """Return up to *max_bytes* bytes; raise ``anyio.EndOfStream`` at end of file."""
-        if max_bytes < 1:
-            raise ValueError(f"max_bytes must be positive, not {max_bytes}")
-        await anyio.lowlevel.checkpoint_if_cancelled()
-        waited = False
-        while True:
-            try:
-                data = os.read(self._open_fd(), max_bytes)
-            except BlockingIOError:
-                await anyio.wait_readable(self._fd)
-                waited = True
-                continue
-            if not waited:
-                await anyio.lowlevel.cancel_shielded_checkpoint()
-            if not data:
-                raise anyio.EndOfStream
-            return data
-
-    def drain(self) -> list[bytes]:
-        """Read what the pipe holds right now, without waiting; [] once closed."""
-        chunks: list[bytes] = []
-        if self._raw.closed:
-            return chunks
-        with contextlib.suppress(BlockingIOError):
-            while data := os.read(self._fd, _CHUNK):
-                chunks.append(data)
-        return chunks
-
-
-@final
-class _PipeSendStream(_PipeEnd, ByteSendStream):
-    """The write end of a pipe to the child, as an anyio byte stream."""
-
-    async def send(self, item: bytes) -> None:
-        """Write all of *item*; raise ``anyio.BrokenResourceError`` if the child closed its end."""
-        await anyio.lowlevel.checkpoint_if_cancelled()
-        view = memoryview(item).cast("B")
-        waited = False
-        while view:
-            try:
-                written = os.write(self._open_fd(), view)
-            except BlockingIOError:
-                await anyio.wait_writable(self._fd)
-                waited = True
-                continue
-            except BrokenPipeError as exc:
-                raise anyio.BrokenResourceError from exc
-            view = view[written:]
-        if not waited:
-            await anyio.lowlevel.cancel_shielded_checkpoint()
-
-
-def _take_raw(pipe: IO[bytes] | None) -> io.FileIO | None:
-    if pipe is None:
-        return None
-    assert isinstance(pipe, io.BufferedIOBase), "spawn() opens pipes buffered"
-    raw = pipe.detach()  # the buffered object lets go of the fd without closing it
-    assert isinstance(raw, io.FileIO)
-    return raw
 
 
 @final
@@ -168,7 +70,7 @@ class AsyncProcess:
     """Stream from the child's stderr when opened with ``stderr=PIPE``."""
 
     _process: Process
-    _pipes: tuple[_PipeEnd, ...]
+    _pipes: tuple[PipeEnd, ...]
     _watch: anyio.Event | None
 
     def __init__(self) -> None:
@@ -180,14 +82,14 @@ class AsyncProcess:
         self._process = process
         self._watch = None
         stdin, stdout, stderr = (
-            _take_raw(p) for p in (process.stdin, process.stdout, process.stderr)
+            take_raw(p) for p in (process.stdin, process.stdout, process.stderr)
         )
         process.stdin = process.stdout = process.stderr = None
-        self.stdin = None if stdin is None else _PipeSendStream(stdin)
-        self.stdout = None if stdout is None else _PipeReceiveStream(stdout)
-        self.stderr = None if stderr is None else _PipeReceiveStream(stderr)
+        self.stdin = None if stdin is None else PipeSendStream(stdin)
+        self.stdout = None if stdout is None else PipeReceiveStream(stdout)
+        self.stderr = None if stderr is None else PipeReceiveStream(stderr)
         self._pipes = tuple(
-            s for s in (self.stdin, self.stdout, self.stderr) if isinstance(s, _PipeEnd)
+            s for s in (self.stdin, self.stdout, self.stderr) if isinstance(s, PipeEnd)
         )
         return self
 
@@ -210,6 +112,11 @@ class AsyncProcess:
     def args(self) -> tuple[str, ...]:
         """The argv the child was started with."""
         return self._process.args
+
+    @property
+    def detached(self) -> bool:
+        """Whether :meth:`detach` gave the child up."""
+        return self._process.detached
 
     @property
     def status(self) -> Status | None:
@@ -248,23 +155,20 @@ class AsyncProcess:
     async def _watch_exit_fd(self) -> None:
         watch = self._watch = anyio.Event()
         try:
-            fd = self._process._borrow_exit_fd()
-            if fd is None:  # reaped (or found lost) meanwhile
-                return
-            try:
+            with ExitFdLease(self._process) as fd:
+                if fd is None:  # reaped (or found lost) meanwhile
+                    return
                 await anyio.wait_readable(fd)
-            finally:
-                self._process._return_exit_fd()
         finally:
             self._watch = None
             watch.set()
 
-    def send_signal(self, signal: int, *, group: bool = False) -> None:
-        """Send *signal* to the child (or its process group); a no-op after the reap.
+    def send_signal(self, sig: int, *, group: bool = False) -> None:
+        """Send *sig* to the child (or its process group); a no-op after the reap.
 
         See :meth:`tether.Process.send_signal` for ``group``.
         """
-        self._process.send_signal(signal, group=group)
+        self._process.send_signal(sig, group=group)
 
     def terminate(self) -> None:
         """Send SIGTERM; a no-op once the child has been reaped."""
@@ -286,10 +190,10 @@ class AsyncProcess:
         """Hand the child to the background reaper; see :meth:`tether.Process.detach`."""
         self._process.detach()
 
-    async def stop(self, grace: float = DEFAULT_GRACE, signal: int = signals.SIGTERM) -> Status:
-        """Stop the child and reap it: *signal*, up to *grace* seconds, then SIGKILL.
+    async def stop(self, grace: float = DEFAULT_GRACE, sig: int = signal.SIGTERM) -> Status:
+        """Stop the child and reap it: *sig*, up to *grace* seconds, then SIGKILL.
 
-        A stopped child is sent SIGCONT after *signal*. The whole stop is shielded
+        A stopped child is sent SIGCONT after *sig*. The whole stop is shielded
         from cancellation: a cancelled caller still gets its child reaped, and the
         cancellation is delivered at its next checkpoint.
         """
@@ -297,7 +201,7 @@ class AsyncProcess:
             raise ValueError(f"grace must not be negative, not {grace}")
         with anyio.CancelScope(shield=True):
             try:
-                return await self._stop(grace, signal)
+                return await self._stop(grace, sig)
             except BaseException:  # interrupted all the same: do not leave a child behind
                 with contextlib.suppress(StatusUnknownError):
                     self._process.kill()
@@ -305,13 +209,11 @@ class AsyncProcess:
                 raise
         raise AssertionError("unreachable: a shield without a deadline never swallows")
 
-    async def _stop(self, grace: float, signal: int) -> Status:
+    async def _stop(self, grace: float, sig: int) -> Status:
         status = self._process.poll()
         if status is not None:
             return status
-        self.send_signal(signal)
-        if signal not in (signals.SIGKILL, signals.SIGCONT):
-            self.send_signal(signals.SIGCONT)
+        send_stop_signal(self.send_signal, sig)
         with anyio.move_on_after(grace):
             return await self.wait()
         self.kill()
@@ -319,12 +221,11 @@ class AsyncProcess:
 
     async def _shutdown(self, grace: float) -> None:
         try:
-            if not self._process._detached:
+            if not self._process.detached:
                 with contextlib.suppress(StatusUnknownError):  # gone; wait() says what happened
                     await self.stop(grace)
         finally:
-            for pipe in self._pipes:
-                pipe._close()
+            close_pipes(self)
 
     async def __aenter__(self) -> Self:
         return self
@@ -339,6 +240,17 @@ class AsyncProcess:
 
     def __repr__(self) -> str:
         return repr(self._process).replace("<tether.Process", "<tether.AsyncProcess", 1)
+
+
+def sync_process(handle: AsyncProcess) -> Process:
+    """The synchronous handle under *handle* (for the supervisor's process trees)."""
+    return handle._process
+
+
+def close_pipes(handle: AsyncProcess) -> None:
+    """Close the handle's pipe streams at once; a task blocked on one is woken."""
+    for pipe in handle._pipes:
+        pipe.close_now()
 
 
 async def open_process(
@@ -402,7 +314,7 @@ async def run_process(
                 # rather than wait for an end-of-file that a grandchild may hold back.
                 tasks.cancel_scope.cancel()
             for target, stream in ((1, process.stdout), (2, process.stderr)):
-                if isinstance(stream, _PipeReceiveStream):
+                if isinstance(stream, PipeReceiveStream):
                     chunks[target].extend(stream.drain())
         if deadline.cancelled_caught:
             await process._shutdown(grace)

@@ -12,8 +12,12 @@ between threads:
   poller would let the fd number be reused and polled by mistake. Waiters
   therefore borrow the fd and the last one to give it back closes it.
 
-Without a pidfd (see ``_fallback``), the fd that waiters poll is a pipe fed by a
-watching thread, and the reap uses ``wait4(pid)``.
+Without a pidfd (see ``_linux._exit_notifier``), the fd that waiters poll is a pipe
+fed by a watching thread, and the reap uses ``wait4(pid)``.
+
+Code outside this module borrows that fd through an :class:`ExitFdLease` (a context
+manager) and waits without the exception :meth:`Process.wait` raises through
+:func:`wait_for_exit`; it never touches the handle's underscore attributes.
 """
 
 from __future__ import annotations
@@ -21,23 +25,25 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import signal as signals
+import signal
 import threading
-import time
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import IO
 
 from typing_extensions import Self, Unpack, final
 
+from .._durations import deadline_after, remaining
 from .._errors import StatusUnknownError, TimeoutExpired
 from .._linux import _pidfd
 from .._linux._exit_notifier import ExitNotifier
 from .._spawn import SpawnOptions, StrOrBytesPath, make_plan, start_child
 from .._status import Status
 from ..limits import Limits
-from . import _reaper
+from . import _exit_policy as _exit_policy  # registers the interpreter-exit policy
+from . import _registry
+from ._reaper import REAPER
 
 DEFAULT_GRACE = 5.0
 """Seconds :meth:`Process.stop` waits after the stop signal before it sends SIGKILL."""
@@ -78,7 +84,7 @@ class Process:
         raise TypeError("Process handles are created by tether.spawn()")
 
     @classmethod
-    def _adopt(
+    def _from_spawn(
         cls,
         pid: int,
         pidfd: int | None,
@@ -98,7 +104,7 @@ class Process:
         self._notifier = None
         self._borrowers = 0
         self._detached = False
-        _reaper.track(self)
+        _registry.track(self)
         self.stdin = _open_pipe(pipes.get(0), "wb")
         self.stdout = _open_pipe(pipes.get(1), "rb")
         self.stderr = _open_pipe(pipes.get(2), "rb")
@@ -108,6 +114,11 @@ class Process:
     def pidfd(self) -> int | None:
         """The child's pidfd while it is unreaped; None after the reap or without pidfds."""
         return self._pidfd
+
+    @property
+    def detached(self) -> bool:
+        """Whether :meth:`detach` gave the child up."""
+        return self._detached
 
     @property
     def status(self) -> Status | None:
@@ -139,26 +150,13 @@ class Process:
         :class:`tether.TimeoutExpired` when *timeout* seconds pass first, leaving the
         child running. Any number of threads may wait at once; all get the same status.
         """
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            fd = self._borrow_exit_fd()
-            if fd is None:  # reaped (or found lost) already
-                break
-            try:
-                remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-                ready = _pidfd.wait_readable(fd, remaining)
-            finally:
-                self._return_exit_fd()
-            if not ready:
-                raise TimeoutExpired(self.args, timeout if timeout is not None else 0.0)
-            if self.poll() is not None:
-                break
-        status = self.poll()
-        assert status is not None, "poll() raises when the status is lost"
+        status = wait_for_exit(self, timeout)
+        if status is None:
+            raise TimeoutExpired(self.args, timeout if timeout is not None else 0.0)
         return status
 
-    def send_signal(self, signal: int, *, group: bool = False) -> None:
-        """Send *signal* to the child; a no-op once it has been reaped.
+    def send_signal(self, sig: int, *, group: bool = False) -> None:
+        """Send *sig* to the child; a no-op once it has been reaped.
 
         ``group=True`` signals the child's whole process group instead (the child must
         lead one: spawn it with ``process_group=0`` or ``start_new_session=True``), so
@@ -170,11 +168,11 @@ class Process:
             if self._status is not None or self._lost:
                 return
             if group:
-                _pidfd.signal_group(self.pid, self._pidfd, signal)
+                _pidfd.signal_group(self.pid, self._pidfd, sig)
             elif self._pidfd is not None:
-                _pidfd.signal_pidfd(self._pidfd, signal)
+                _pidfd.signal_pidfd(self._pidfd, sig)
             else:
-                _pidfd.signal_pid(self.pid, signal)
+                _pidfd.signal_pid(self.pid, sig)
 
     def limits(self) -> Limits:
         """The child's resource limits now, read with ``prlimit``.
@@ -214,17 +212,17 @@ class Process:
 
     def terminate(self) -> None:
         """Send SIGTERM; a no-op once the child has been reaped."""
-        self.send_signal(signals.SIGTERM)
+        self.send_signal(signal.SIGTERM)
 
     def kill(self) -> None:
         """Send SIGKILL; a no-op once the child has been reaped."""
-        self.send_signal(signals.SIGKILL)
+        self.send_signal(signal.SIGKILL)
 
-    def stop(self, grace: float = DEFAULT_GRACE, signal: int = signals.SIGTERM) -> Status:
-        """Stop the child and reap it: *signal*, up to *grace* seconds, then SIGKILL.
+    def stop(self, grace: float = DEFAULT_GRACE, sig: int = signal.SIGTERM) -> Status:
+        """Stop the child and reap it: *sig*, up to *grace* seconds, then SIGKILL.
 
         The grace period is a ceiling: a child that exits at once returns at once.
-        SIGCONT follows *signal* (as systemd does) so that a stopped child can act on
+        SIGCONT follows *sig* (as systemd does) so that a stopped child can act on
         it. If the wait is interrupted (KeyboardInterrupt, ...), the child is killed
         and reaped before the exception propagates.
         """
@@ -233,13 +231,9 @@ class Process:
         status = self.poll()
         if status is not None:
             return status
-        self.send_signal(signal)
-        if signal not in (signals.SIGKILL, signals.SIGCONT):
-            self.send_signal(signals.SIGCONT)
+        send_stop_signal(self.send_signal, sig)
         try:
-            return self.wait(grace)
-        except TimeoutExpired:
-            pass
+            status = wait_for_exit(self, grace)
         except StatusUnknownError:
             raise  # nothing left to stop
         except BaseException:
@@ -247,6 +241,8 @@ class Process:
             with contextlib.suppress(StatusUnknownError):
                 self.wait()
             raise
+        if status is not None:
+            return status
         self.kill()
         return self.wait()
 
@@ -264,9 +260,7 @@ class Process:
                 with contextlib.suppress(StatusUnknownError):  # gone; wait() says what happened
                     self.stop()
         finally:
-            for pipe in (self.stdin, self.stdout, self.stderr):
-                if pipe is not None:
-                    _close_quietly(pipe)
+            close_pipes(self)
 
     def __repr__(self) -> str:
         if self._status is not None:
@@ -322,8 +316,8 @@ class Process:
             self._notifier.close(child_reaped=False)
             self._notifier = None
         self._exit_fd = None
-        _reaper.REAPER.adopt(self.pid, pidfd, kill_at_exit=kill_at_exit)
-        _reaper.untrack(self)
+        REAPER.take(self.pid, pidfd, kill_at_exit=kill_at_exit)
+        _registry.untrack(self)
 
     def _reap_locked(self) -> Status | None:
         if self._status is not None:
@@ -341,12 +335,12 @@ class Process:
             if status is None:
                 self._lost = True
                 self._release_locked(child_reaped=True)
-                _reaper.untrack(self)
+                _registry.untrack(self)
                 raise StatusUnknownError(self.pid, self.args) from None
         if status is not None:
             self._status = status
             self._release_locked(child_reaped=True)
-            _reaper.untrack(self)
+            _registry.untrack(self)
         return status
 
     def _borrow_exit_fd(self) -> int | None:
@@ -390,15 +384,91 @@ def spawn(argv: Iterable[StrOrBytesPath], **options: Unpack[SpawnOptions]) -> Pr
     plan = make_plan(argv, **options)
     pid, pidfd, backend_name, stdio = start_child(plan, options.get("backend", "auto"))
     try:
-        return Process._adopt(pid, pidfd, backend_name, plan.args, stdio.parent_ends)
+        return Process._from_spawn(pid, pidfd, backend_name, plan.args, stdio.parent_ends)
     except BaseException:
         stdio.close_all()
         _kill_and_reap(pid)
         raise
 
 
+@final
+class ExitFdLease:
+    """A borrowed exit fd of a child: it turns readable once the child has exited.
+
+    The fd is the child's pidfd, or the pipe of the no-pidfd fallback. While a lease is
+    out the fd stays open, even after the reap; the last lease given back closes it.
+    Used as a context manager, ``__enter__`` returns the fd, or None when the child is
+    reaped (or lost, or detached) already and there is nothing to wait for;
+    :meth:`acquire` and :meth:`release` do the same for a lease held across calls.
+    """
+
+    __slots__ = ("_fd", "_process")
+
+    def __init__(self, process: Process) -> None:
+        self._process = process
+        self._fd: int | None = None
+
+    def acquire(self) -> int | None:
+        """Borrow the fd (once); None when there is nothing to wait for."""
+        if self._fd is None:
+            self._fd = self._process._borrow_exit_fd()
+        return self._fd
+
+    def release(self) -> None:
+        """Give the fd back; idempotent."""
+        if self._fd is not None:
+            self._fd = None
+            self._process._return_exit_fd()
+
+    def __enter__(self) -> int | None:
+        return self.acquire()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()
+
+
+def wait_for_exit(process: Process, timeout: float | None) -> Status | None:
+    """Block until *process* exits, reap it and return its status; None after *timeout*.
+
+    :meth:`Process.wait` without the exception: a timeout is an answer here, so tether's
+    own waits (stop, shutdown, run) do not use ``TimeoutExpired`` for control flow.
+    Raises :class:`tether.StatusUnknownError` like ``wait``.
+    """
+    deadline = deadline_after(timeout)
+    while True:
+        with ExitFdLease(process) as fd:
+            if fd is None:  # reaped (or found lost) already
+                break
+            ready = _pidfd.wait_readable(fd, remaining(deadline))
+        if not ready:
+            return None
+        if process.poll() is not None:
+            break
+    status = process.poll()
+    if status is None:  # pragma: no cover - poll() raises when the status is lost
+        raise StatusUnknownError(process.pid, process.args)
+    return status
+
+
+def send_stop_signal(send: Callable[[int], None], sig: int) -> None:
+    """Send the stop signal *sig* through *send*, then SIGCONT so a stopped child can act.
+
+    Not after SIGKILL (which needs no help) or SIGCONT itself.
+    """
+    send(sig)
+    if sig not in (signal.SIGKILL, signal.SIGCONT):
+        send(signal.SIGCONT)
+
+
+def close_pipes(process: Process) -> None:
+    """Close the handle's pipes to the child; unflushed input it will never read is dropped."""
+    for pipe in (process.stdin, process.stdout, process.stderr):
+        if pipe is not None:
+            _close_quietly(pipe)
+
+
 def _kill_and_reap(pid: int) -> None:
-    os.kill(pid, signals.SIGKILL)
+    os.kill(pid, signal.SIGKILL)
     os.waitpid(pid, 0)
 
 

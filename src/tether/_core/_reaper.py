@@ -12,35 +12,25 @@ Without a pidfd there is nothing to put in an epoll set, so such a child gets a
 small thread of its own that blocks in ``waitid(P_PID)`` and reaps it: the
 fallback's price, paid only by dropped children on kernels without pidfds.
 
-``os.fork()``: a forked child starts with a fresh reaper and no registrations (the
-inherited fds name its parent's children, not its own, and are closed).
-
-Interpreter exit: every child tether still owns (a live handle, or a dropped one
-held here) is killed with SIGKILL and reaped; a child that was ``detach()``-ed is
-left running, since that is what detaching asks for. See :func:`track`.
+What happens to the children held here at interpreter exit and after ``os.fork()`` is
+decided in ``_exit_policy``; the live handles are listed in ``_registry``.
 """
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import os
 import select
 import signal
 import threading
-import weakref
-from typing import TYPE_CHECKING
 
 from .._linux import _pidfd
-
-if TYPE_CHECKING:
-    from ._process import Process
 
 THREAD_NAME = "tether-reaper"
 
 
 class _Reaper:
-    """The registry of adopted children and the thread that reaps them."""
+    """The children handed over by their handles, and the thread that reaps them."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -49,9 +39,8 @@ class _Reaper:
         self._thread: threading.Thread | None = None
         self._by_pidfd: dict[int, tuple[int, bool]] = {}  # pidfd -> (pid, kill at exit)
         self._without_pidfd: set[int] = set()
-        self._owner = os.getpid()
 
-    def adopt(self, pid: int, pidfd: int | None, *, kill_at_exit: bool) -> None:
+    def take(self, pid: int, pidfd: int | None, *, kill_at_exit: bool) -> None:
         """Take over reaping child *pid*, and its *pidfd* (closed once reaped)."""
         with self._lock:
             if pidfd is None:
@@ -69,19 +58,29 @@ class _Reaper:
             self._by_pidfd[pidfd] = (pid, kill_at_exit)
             self._epoll.register(pidfd, select.EPOLLIN)
 
+    def pids(self) -> set[int]:
+        """The pids of the children held here and not reaped yet."""
+        with self._lock:
+            return {pid for pid, _ in self._by_pidfd.values()} | self._without_pidfd
+
+    def registrations(self) -> int:
+        """How many children are held here now."""
+        with self._lock:
+            return len(self._by_pidfd) + len(self._without_pidfd)
+
     def epoll_fd(self) -> int | None:
         """The reaper's own long-lived epoll fd, once started."""
         return None if self._epoll is None else self._epoll.fileno()
 
     def wait_idle(self, timeout: float | None = None) -> bool:
-        """Block until every adopted child is reaped; False if *timeout* ran out first."""
+        """Block until every child held here is reaped; False if *timeout* ran out first."""
         with self._idle:
             return self._idle.wait_for(
                 lambda: not self._by_pidfd and not self._without_pidfd, timeout
             )
 
     def kill_all(self) -> None:
-        """SIGKILL every adopted child that was not detached on purpose, and reap them."""
+        """SIGKILL every child held here that was not detached on purpose, and reap them."""
         with self._lock:
             doomed = [(pidfd, pid) for pidfd, (pid, kill) in self._by_pidfd.items() if kill]
         for pidfd, _ in doomed:
@@ -126,37 +125,3 @@ class _Reaper:
 
 REAPER = _Reaper()
 """The one reaper of this process."""
-
-_live: weakref.WeakSet[Process] = weakref.WeakSet()
-_owner = os.getpid()
-
-
-def track(process: Process) -> None:
-    """Remember a live handle, so that interpreter exit can stop its child."""
-    _live.add(process)
-
-
-def untrack(process: Process) -> None:
-    """Forget a handle whose child is reaped, detached or handed to the reaper."""
-    _live.discard(process)
-
-
-def _at_exit() -> None:
-    if os.getpid() != _owner:
-        return  # a forked child running its inherited atexit handlers: not our children
-    for process in list(_live):
-        with contextlib.suppress(Exception):
-            process.kill()
-            process.wait()
-    REAPER.kill_all()
-
-
-def _after_fork_in_child() -> None:
-    global _owner
-    _owner = os.getpid()
-    _live.clear()
-    REAPER.forget_after_fork()
-
-
-atexit.register(_at_exit)
-os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -20,12 +20,14 @@ from typing import IO, cast
 
 from typing_extensions import Unpack, final
 
+from .._durations import deadline_after, poll_seconds, remaining
 from .._errors import CalledProcessError, StatusUnknownError, TimeoutExpired
 from .._spawn import PIPE, SpawnOptions, StrOrBytesPath
 from .._status import Status
-from ._process import DEFAULT_GRACE, Process, spawn
+from ._process import DEFAULT_GRACE, ExitFdLease, Process, spawn, wait_for_exit
 
-_CHUNK = 65536
+CHUNK = 65536
+"""Bytes read from or written to a pipe at a time."""
 
 
 @final
@@ -70,13 +72,15 @@ def run(
     raises :class:`tether.CalledProcessError` for an unsuccessful status.
     """
     prepare_run(options, input=input, capture=capture, grace=grace)
-    deadline = None if timeout is None else time.monotonic() + timeout
+    deadline = deadline_after(timeout)
     process = spawn(argv, **options)
     exchange = _Exchange(process, input)
     try:
         exchange.run_until(deadline)
-        status = process.wait(_remaining(deadline))
-    except TimeoutExpired:
+        status = wait_for_exit(process, remaining(deadline))
+        if status is None:
+            raise _DeadlinePassed
+    except _DeadlinePassed:
         _stop(process, grace)
         raise TimeoutExpired(
             process.args, timeout or 0.0, exchange.output(1), exchange.output(2)
@@ -110,16 +114,16 @@ def _claim(options: SpawnOptions, name: str, by: str) -> None:
         raise ValueError(f"{name} and {by} cannot both be used")
 
 
-def _remaining(deadline: float | None) -> float | None:
-    return None if deadline is None else max(0.0, deadline - time.monotonic())
-
-
 def _stop(process: Process, grace: float) -> None:
     with contextlib.suppress(StatusUnknownError):  # gone already: nothing to stop
         process.stop(grace)
 
 
 _EXITED = -1
+
+
+class _DeadlinePassed(Exception):
+    """The run's deadline passed: ``run`` turns it into ``TimeoutExpired`` with the output."""
 
 
 class _Exchange:
@@ -161,25 +165,25 @@ class _Exchange:
             _close_input(pipe)
 
     def run_until(self, deadline: float | None) -> None:
-        """Move data until the pipes close or the child exits; TimeoutExpired at *deadline*."""
+        """Move data until the pipes close or the child exits; _DeadlinePassed at *deadline*."""
         if not self._selector.get_map():
             return
-        exit_fd = self._process._borrow_exit_fd()
-        try:
-            if exit_fd is not None:
-                self._selector.register(exit_fd, selectors.EVENT_READ, _EXITED)
-            self._pump(deadline, watched=0 if exit_fd is None else 1)
-        finally:
-            if exit_fd is not None:
+        with ExitFdLease(self._process) as exit_fd:
+            if exit_fd is None:
+                self._pump(deadline, watched=0)
+                return
+            self._selector.register(exit_fd, selectors.EVENT_READ, _EXITED)
+            try:
+                self._pump(deadline, watched=1)
+            finally:
                 self._selector.unregister(exit_fd)
-                self._process._return_exit_fd()
 
     def _pump(self, deadline: float | None, watched: int) -> None:
         while len(self._selector.get_map()) > watched:
-            timeout = _remaining(deadline)
-            ready = self._selector.select(timeout)
+            timeout = remaining(deadline)
+            ready = self._selector.select(poll_seconds(timeout))
             if not ready and timeout is not None and timeout <= 0:
-                raise TimeoutExpired((), 0.0)
+                raise _DeadlinePassed
             for key, _ in ready:
                 if key.data == _EXITED:
                     self._drain(deadline)
@@ -199,11 +203,11 @@ class _Exchange:
             with contextlib.suppress(BlockingIOError):
                 while self._read(pipe, key.data):
                     if deadline is not None and time.monotonic() > deadline:
-                        raise TimeoutExpired((), 0.0)
+                        raise _DeadlinePassed
 
     def _write(self, pipe: IO[bytes]) -> None:
         try:
-            self._written += os.write(pipe.fileno(), self._input[self._written :][:_CHUNK])
+            self._written += os.write(pipe.fileno(), self._input[self._written :][:CHUNK])
         except BlockingIOError:
             return
         except BrokenPipeError:
@@ -213,7 +217,7 @@ class _Exchange:
             _close_input(pipe)
 
     def _read(self, pipe: IO[bytes], target: int) -> bool:
-        data = os.read(pipe.fileno(), _CHUNK)
+        data = os.read(pipe.fileno(), CHUNK)
         if data:
             self._chunks[target].append(data)
             return True

@@ -44,25 +44,18 @@ import itertools
 import os
 import re
 import select
-import signal as signals
-import time
+import signal
 
 from typing_extensions import final
 
-from .._errors import TetherError
+from .._durations import deadline_after, remaining
+from .._errors import CgroupError
 from . import _pidfd
 
-__all__ = ["Cgroup", "CgroupError", "cgroup2_mount", "own_cgroup_dir", "writable_parent"]
+__all__ = ["cgroup2_mount", "own_cgroup_dir", "writable_parent"]
 
 _NAMES = itertools.count(1)
 _EVENTS_SIZE = 4096
-
-
-class CgroupError(TetherError, OSError):
-    """cgroup mode cannot work here: no cgroup2 mount, no writable parent, or an old kernel.
-
-    ``errno`` and ``filename`` say what failed where, as with any ``OSError``.
-    """
 
 
 def _unescape(field: str) -> str:
@@ -186,12 +179,12 @@ class Cgroup:
 
     def wait_empty(self, timeout: float | None) -> bool:
         """Block until no live process is left or *timeout* seconds pass; True if empty."""
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = deadline_after(timeout)
         while self.populated():
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
+            left = remaining(deadline)
+            if left is not None and left <= 0:
                 return False
-            _pidfd.wait_readable(self.watch_fd, remaining)
+            _pidfd.wait_readable(self.watch_fd, left)
         return True
 
     def pids(self) -> list[int]:
@@ -205,8 +198,8 @@ class Cgroup:
                 continue  # removed meanwhile
         return found
 
-    def signal_members(self, signal: int, *, exclude: int | None = None) -> None:
-        """Send *signal* to every process in the cgroup (and below) but *exclude*, through pidfds.
+    def signal_members(self, sig: int, *, exclude: int | None = None) -> None:
+        """Send *sig* to every process in the cgroup (and below) but *exclude*, through pidfds.
 
         A process is signalled only if its pid is still listed once its pidfd is held,
         so a pid recycled after leaving the cgroup is never hit. Without pidfds
@@ -229,7 +222,7 @@ class Cgroup:
             for pid, pidfd in pinned:
                 if pid in listed:
                     with contextlib.suppress(ProcessLookupError):
-                        signals.pidfd_send_signal(pidfd, signal)
+                        signal.pidfd_send_signal(pidfd, sig)
         finally:
             for _, pidfd in pinned:
                 os.close(pidfd)

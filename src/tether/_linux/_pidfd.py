@@ -25,7 +25,6 @@ from __future__ import annotations
 import ctypes
 import errno
 import fcntl
-import math
 import os
 import platform
 import select
@@ -33,6 +32,7 @@ import signal
 import struct
 import time
 
+from .._durations import deadline_after, poll_millis, remaining
 from .._status import Rusage, Status, decode_status, decode_waitid
 
 __all__ = [
@@ -172,14 +172,12 @@ def wait_readable(fd: int, timeout: float | None) -> bool:
     """
     poller = select.poll()
     poller.register(fd, select.POLLIN)
-    if timeout is None:
-        return bool(poller.poll())
-    deadline = time.monotonic() + timeout
+    deadline = deadline_after(timeout)
     while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
+        left = remaining(deadline)
+        if left is not None and left <= 0:
             return bool(poller.poll(0))
-        if poller.poll(math.ceil(remaining * 1000)):
+        if poller.poll(poll_millis(left)):
             return True
 
 

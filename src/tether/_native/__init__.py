@@ -8,14 +8,13 @@ slower and without the options that need C in the child (see the user guide).
 
 from __future__ import annotations
 
-import importlib
-from types import ModuleType
-
-spawner: ModuleType | None
+unavailable_reason: str | None = None
+"""Why the extension could not be imported (None when it was)."""
 try:
-    spawner = importlib.import_module("tether._native._spawner")
-except ImportError:  # pragma: no cover - exercised only where the build failed
-    spawner = None
+    from . import _spawner as spawner  # typed by _spawner.pyi
+except ImportError as exc:  # pragma: no cover - exercised only where the build failed
+    spawner = None  # type: ignore[assignment]  # every user checks ``available`` first
+    unavailable_reason = f"the C extension was not built or cannot load: {exc}"
 
 available = spawner is not None
 """Whether the C spawner extension was built and imported."""
@@ -27,7 +26,4 @@ def clone_pidfd_used() -> bool | None:
     False means the kernel refused it and the spawner opens each pidfd with
     ``pidfd_open`` right after the clone instead.
     """
-    if spawner is None:
-        return None
-    result: bool | None = spawner.clone_pidfd()
-    return result
+    return spawner.clone_pidfd() if available else None

@@ -71,12 +71,16 @@ enum stage {
     STAGE_EXEC,
 };
 
+/* Named as tether._errors.SpawnStage names them; exported as STAGES (without "none")
+ * and checked against the Python side by tests/test_native.py. */
 static const char *const stage_names[] = {
     "none",     "signals",   "setsid",    "setpgid",       "fd_map",
     "close_fds", "chdir",    "setrlimit", "cgroup",
     "no_new_privs", "setgroups", "setgid",   "setuid",   "pdeathsig",
     "exec",
 };
+_Static_assert(sizeof stage_names / sizeof stage_names[0] == STAGE_EXEC + 1,
+               "one name per stage");
 
 struct limit {
     int resource;
@@ -603,5 +607,28 @@ static struct PyModuleDef module_def = {
 PyMODINIT_FUNC
 PyInit__spawner(void)
 {
-    return PyModule_Create(&module_def);
+    PyObject *module = PyModule_Create(&module_def);
+    if (module == NULL) {
+        return NULL;
+    }
+    PyObject *stages = PyTuple_New(STAGE_EXEC);
+    if (stages == NULL) {
+        Py_DECREF(module);
+        return NULL;
+    }
+    for (int i = 1; i <= STAGE_EXEC; i++) {
+        PyObject *name = PyUnicode_FromString(stage_names[i]);
+        if (name == NULL) {
+            Py_DECREF(stages);
+            Py_DECREF(module);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(stages, i - 1, name);
+    }
+    if (PyModule_AddObject(module, "STAGES", stages) < 0) {
+        Py_DECREF(stages);
+        Py_DECREF(module);
+        return NULL;
+    }
+    return module;
 }

@@ -1,6 +1,6 @@
 """The spawn engine: plan the command, choose a backend, start the child.
 
-Each backend module offers ``NAME``, ``AVAILABLE``, ``ineligible_reason(plan)`` and
+Each backend module offers ``NAME``, ``AVAILABLE``, ``REFUSES`` (the options it cannot honour) and
 ``spawn(plan, stdio) -> (pid, pidfd or None)``. ``"auto"`` takes the first eligible
 backend in :data:`AUTO_ORDER`, fastest first; naming a backend that cannot honour
 the plan is a ``ValueError`` that says which option is in the way.
@@ -13,8 +13,12 @@ spawner thread instead (see ``_spawner_thread``).
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from types import ModuleType
 
+from typing_extensions import final
+
+from .. import _native as _extension
 from . import _fork, _native, _posix_spawn
 from ._plan import (
     DEVNULL,
@@ -35,11 +39,13 @@ __all__ = [
     "DEVNULL",
     "PIPE",
     "STDOUT",
+    "Backend",
     "ChildStdio",
     "SpawnOptions",
     "SpawnPlan",
     "StdioOption",
     "StrOrBytesPath",
+    "backends",
     "choose_backend",
     "make_plan",
     "start_child",
@@ -51,11 +57,56 @@ AUTO_ORDER: tuple[str, ...] = tuple(
 )
 
 
+@final
+@dataclass(frozen=True, slots=True)
+class Backend:
+    """What :func:`tether.backends` reports about one spawn backend."""
+
+    name: str
+    """``"native"``, ``"posix_spawn"`` or ``"fork"``: the value of ``spawn(backend=...)``."""
+    available: bool
+    """Whether this process can use it at all."""
+    reason: str | None
+    """Why it is not available (None when it is)."""
+    auto_rank: int | None
+    """Its place in the order ``backend="auto"`` tries (0 first); None when unavailable."""
+    pidfd_at_birth: bool | None
+    """Whether the kernel hands over the child's pidfd atomically with the spawn
+    (``clone(CLONE_PIDFD)``), rather than tether opening it right after; None until
+    the first spawn has tried."""
+    refuses: tuple[str, ...]
+    """The spawn options this backend cannot honour (``auto`` then moves on)."""
+
+
+def backends() -> tuple[Backend, ...]:
+    """Every spawn backend, in the order ``backend="auto"`` tries them, with what it can do.
+
+    ``native`` is tether's C spawner (absent where the extension could not be built);
+    ``posix_spawn`` and ``fork`` are always there. The fastest available backend that
+    accepts a spawn's options runs it.
+    """
+    found: list[Backend] = []
+    for name, module in BACKENDS.items():
+        rank = AUTO_ORDER.index(name) if name in AUTO_ORDER else None
+        if name == "native":
+            reason = _extension.unavailable_reason
+            at_birth = _extension.clone_pidfd_used()
+        else:
+            reason, at_birth = None, False
+        found.append(Backend(name, module.AVAILABLE, reason, rank, at_birth, module.REFUSES))
+    return tuple(sorted(found, key=lambda b: len(BACKENDS) if b.auto_rank is None else b.auto_rank))
+
+
+def ineligible_reason(backend: ModuleType, plan: SpawnPlan) -> str | None:
+    """The first option of *plan* that *backend* cannot honour, or None when it can run it."""
+    return next((name for name in plan.needs() if name in backend.REFUSES), None)
+
+
 def choose_backend(plan: SpawnPlan, requested: str) -> ModuleType:
     """The backend module that will run *plan*: the one *requested*, or the first that fits."""
     if requested == "auto":
         for name in AUTO_ORDER:
-            if BACKENDS[name].ineligible_reason(plan) is None:
+            if ineligible_reason(BACKENDS[name], plan) is None:
                 return BACKENDS[name]
         raise AssertionError("the fork backend accepts every plan")
     backend = BACKENDS.get(requested)
@@ -64,7 +115,7 @@ def choose_backend(plan: SpawnPlan, requested: str) -> ModuleType:
         raise ValueError(f"unknown backend {requested!r}; choose one of {choices}")
     if not backend.AVAILABLE:
         raise ValueError(f"the {requested} backend was not built on this platform")
-    reason = backend.ineligible_reason(plan)
+    reason = ineligible_reason(backend, plan)
     if reason is not None:
         raise ValueError(f"the {requested} backend cannot honour the {reason} option")
     return backend

@@ -15,11 +15,12 @@ sees as end-of-file. On failure the parent reaps the child before raising.
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import resource
 import signal
 
-from .._errors import SpawnError
+from .._errors import SPAWN_STAGES, SpawnError
 from ._plan import SpawnPlan
 from ._stdio import ChildStdio
 
@@ -27,14 +28,13 @@ NAME = "fork"
 AVAILABLE = True
 
 _FAILED_EXIT = 127
+_MAX_ERRNO = 4096  # the kernel's errno values are below MAX_ERRNO
 _PR_SET_PDEATHSIG = 1
 _PR_SET_NO_NEW_PRIVS = 38
-_RESTORED_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
 
 
-def ineligible_reason(plan: SpawnPlan) -> str | None:
-    """Every plan can use this backend."""
-    return None
+REFUSES: tuple[str, ...] = ()
+"""Every plan can use this backend."""
 
 
 def spawn(plan: SpawnPlan, stdio: ChildStdio) -> tuple[int, int | None]:
@@ -46,7 +46,7 @@ def spawn(plan: SpawnPlan, stdio: ChildStdio) -> tuple[int, int | None]:
         try:
             pid = os.fork()
         except OSError as exc:
-            raise SpawnError(exc.errno, stage="fork", argv=plan.args) from None
+            raise plan.failure(exc.errno, "fork") from None
         if pid == 0:
             _child(plan, stdio, env, report_write, parent)  # never returns
         os.close(report_write)
@@ -68,7 +68,7 @@ def _child(plan: SpawnPlan, stdio: ChildStdio, env: object, report: int, parent:
     try:
         signal.pthread_sigmask(signal.SIG_SETMASK, ())
         if plan.restore_signals:
-            for signum in _RESTORED_SIGNALS:
+            for signum in plan.default_signals:
                 signal.signal(signum, signal.SIG_DFL)
         if plan.start_new_session:
             stage = "setsid"
@@ -152,9 +152,26 @@ def _read_all(fd: int) -> bytes:
 
 
 def _decode_report(report: bytes, plan: SpawnPlan) -> SpawnError:
-    stage, code_text, message = report.decode(errors="replace").split(":", 2)
+    """The error the child reported as ``stage:errno:message``, checked field by field.
+
+    A report that does not parse (a stage tether does not know, an errno out of range,
+    fields missing) says so, with the bytes received, instead of being guessed at.
+    """
+    stage, _, rest = report.decode(errors="replace").partition(":")
+    code_text, separator, message = rest.partition(":")
+    if stage not in SPAWN_STAGES or not separator or not code_text.isdigit():
+        return _malformed(report, plan)
     code = int(code_text)
-    if stage == "preexec_fn" and code == 0:
-        return SpawnError(None, f"preexec_fn raised {message}", stage=stage, argv=plan.args)
-    filename = {"exec": plan.program_name, "chdir": os.fsdecode(plan.cwd or b"")}.get(stage)
-    return SpawnError(code, filename=filename, stage=stage, argv=plan.args)
+    if not 0 <= code < _MAX_ERRNO:
+        return _malformed(report, plan)
+    if code == 0:
+        if stage != "preexec_fn":
+            return _malformed(report, plan)
+        return plan.failure(None, "preexec_fn", f"preexec_fn raised {message}")
+    return plan.failure(code, stage)
+
+
+def _malformed(report: bytes, plan: SpawnPlan) -> SpawnError:
+    return plan.failure(
+        errno.EIO, "fork", f"the child sent a malformed failure report: {report[:200]!r}"
+    )

@@ -8,11 +8,7 @@ parent's memory) and is what ``auto`` picks whenever the extension was built.
 
 from __future__ import annotations
 
-import os
-import signal
-
 from .. import _native
-from .._errors import SpawnError
 from .._linux import _pidfd
 from ._plan import SpawnPlan
 from ._stdio import ChildStdio
@@ -20,19 +16,13 @@ from ._stdio import ChildStdio
 NAME = "native"
 AVAILABLE = _native.available
 
-_RESTORED_SIGNALS = (int(signal.SIGPIPE), int(signal.SIGXFSZ))
 
-
-def ineligible_reason(plan: SpawnPlan) -> str | None:
-    """Why *plan* cannot use this backend, or None when it can."""
-    if plan.preexec_fn is not None:
-        return "preexec_fn"
-    return None
+REFUSES = ("preexec_fn",)
+"""Python code cannot run in a child that shares the parent's memory."""
 
 
 def spawn(plan: SpawnPlan, stdio: ChildStdio) -> tuple[int, int | None]:
     """Start the child of *plan*; return its pid and pidfd, or raise :class:`SpawnError`."""
-    assert _native.spawner is not None
     keep = sorted({0, 1, 2, *plan.pass_fds, stdio.cgroup_procs} - {-1})
     fd_map = [fd for pair in stdio.fd_map for fd in pair]
     limits = [value for triple in plan.limits for value in triple]
@@ -45,7 +35,7 @@ def spawn(plan: SpawnPlan, stdio: ChildStdio) -> tuple[int, int | None]:
         fd_map,
         keep,
         [fd for fd in plan.pass_fds if fd > 2],
-        _RESTORED_SIGNALS if plan.restore_signals else (),
+        plan.default_signals,
         limits,
         plan.groups,
         plan.start_new_session,
@@ -59,14 +49,5 @@ def spawn(plan: SpawnPlan, stdio: ChildStdio) -> tuple[int, int | None]:
         _pidfd.pidfds_available(),
     )
     if code:
-        raise _spawn_error(code, stage, plan)
+        raise plan.failure(code, stage or "fork")
     return pid, None if pidfd < 0 else pidfd
-
-
-def _spawn_error(code: int, stage: str, plan: SpawnPlan) -> SpawnError:
-    filename = None
-    if stage == "exec":
-        filename = plan.program_name
-    elif stage == "chdir" and plan.cwd is not None:
-        filename = os.fsdecode(plan.cwd)
-    return SpawnError(code, filename=filename, stage=stage, argv=plan.args)

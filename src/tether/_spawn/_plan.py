@@ -23,13 +23,14 @@ from typing import IO, Any, TypeAlias, TypedDict
 
 from typing_extensions import Unpack
 
-from .._errors import SpawnError
+from .._errors import SpawnError, SpawnStage
 from ..limits import Limits
 
 PIPE = subprocess.PIPE
 STDOUT = subprocess.STDOUT
 DEVNULL = subprocess.DEVNULL
 
+_RESTORED_SIGNALS = (int(signal.SIGPIPE), int(signal.SIGXFSZ))
 _MAX_PID = 2**22  # PID_MAX_LIMIT on 64-bit Linux
 _NO_ID = 2**32 - 1  # (uid_t)-1 means "unchanged" to the kernel
 
@@ -64,6 +65,20 @@ class SpawnOptions(TypedDict, total=False):
 
 
 _OPTION_NAMES = frozenset(SpawnOptions.__annotations__)
+
+SETUP_OPTIONS = (
+    "cwd",
+    "umask",
+    "preexec_fn",
+    "limits",
+    "pdeathsig",
+    "no_new_privs",
+    "user",
+    "group",
+    "extra_groups",
+    "cgroup",
+)
+"""The options that set the child up between fork and exec: only some backends can."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,9 +118,30 @@ class SpawnPlan:
     cgroup: bytes | None = None
     """A cgroup directory whose ``cgroup.procs`` the child joins before exec."""
 
+    @property
+    def default_signals(self) -> tuple[int, ...]:
+        """Signals reset to their default action in the child: SIGPIPE and SIGXFSZ, which
+        Python ignores, unless ``restore_signals=False``."""
+        return _RESTORED_SIGNALS if self.restore_signals else ()
+
+    def failure(
+        self, code: int | None, stage: SpawnStage, strerror: str | None = None
+    ) -> SpawnError:
+        """The error for this plan's child failing at *stage* with errno *code*.
+
+        ``filename`` names what the failing call was given: the program for ``exec``,
+        the directory for ``chdir``.
+        """
+        filename = None
+        if stage == "exec":
+            filename = self.program_name
+        elif stage == "chdir" and self.cwd is not None:
+            filename = os.fsdecode(self.cwd)
+        return SpawnError(code, strerror, filename, stage=stage, argv=self.args)
+
     def needs(self) -> list[str]:
-        """The options in use that only some backends can honour."""
-        wanted = {
+        """The options in use that only some backends can honour, in :data:`SETUP_OPTIONS` order."""
+        used = {
             "cwd": self.cwd is not None,
             "umask": self.umask is not None,
             "preexec_fn": self.preexec_fn is not None,
@@ -117,7 +153,7 @@ class SpawnPlan:
             "extra_groups": self.groups is not None,
             "cgroup": self.cgroup is not None,
         }
-        return [name for name, used in wanted.items() if used]
+        return [name for name in SETUP_OPTIONS if used[name]]
 
 
 def make_plan(argv: Iterable[StrOrBytesPath], **options: Unpack[SpawnOptions]) -> SpawnPlan:

@@ -18,23 +18,18 @@ from __future__ import annotations
 
 import errno
 import os
-import signal
 from typing import Any
 
 from .._errors import SpawnError
-from ._plan import SpawnPlan
+from ._plan import SETUP_OPTIONS, SpawnPlan
 from ._stdio import ChildStdio
 
 NAME = "posix_spawn"
 AVAILABLE = True
 
-_RESTORED_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
 
-
-def ineligible_reason(plan: SpawnPlan) -> str | None:
-    """Why *plan* cannot use this backend, or None when it can."""
-    needs = plan.needs()
-    return needs[0] if needs else None
+REFUSES = SETUP_OPTIONS
+"""Every option that needs the child set up between fork and exec."""
 
 
 def spawn(plan: SpawnPlan, stdio: ChildStdio) -> tuple[int, int | None]:
@@ -47,7 +42,7 @@ def spawn(plan: SpawnPlan, stdio: ChildStdio) -> tuple[int, int | None]:
         "file_actions": actions,
         "setsid": plan.start_new_session,
         "setsigmask": (),
-        "setsigdef": _RESTORED_SIGNALS if plan.restore_signals else (),
+        "setsigdef": plan.default_signals,
     }
     if plan.process_group is not None:
         options["setpgroup"] = plan.process_group
@@ -77,7 +72,7 @@ def _inheritable_fds() -> list[int]:
 def _spawn_error(exc: OSError, plan: SpawnPlan) -> SpawnError:
     code = exc.errno or errno.EIO
     if code == errno.EBADF:
-        return SpawnError(code, stage="fd_map", argv=plan.args)
+        return plan.failure(code, "fd_map")
     if code == errno.EAGAIN:
-        return SpawnError(code, stage="fork", argv=plan.args)
-    return SpawnError(code, filename=plan.program_name, stage="exec", argv=plan.args)
+        return plan.failure(code, "fork")
+    return plan.failure(code, "exec")

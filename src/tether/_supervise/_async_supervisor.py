@@ -47,7 +47,7 @@ import contextlib
 import functools
 import os
 import random as _random
-import signal as signals
+import signal
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -58,7 +58,7 @@ import anyio.lowlevel
 from anyio.abc import TaskGroup
 from typing_extensions import Self, Unpack, final
 
-from .._aio._process import AsyncProcess, open_process
+from .._aio._process import AsyncProcess, close_pipes, open_process, sync_process
 from .._core._process import DEFAULT_GRACE
 from .._errors import StatusUnknownError
 from .._spawn import SpawnOptions, StrOrBytesPath
@@ -93,7 +93,7 @@ class AsyncSupervisor(SupervisorBase[AsyncProcess]):
         self,
         *,
         grace: float = DEFAULT_GRACE,
-        stop_signal: int = signals.SIGTERM,
+        stop_signal: int = signal.SIGTERM,
         kill: KillMode = "group",
         cgroup_parent: str | os.PathLike[str] | None = None,
         subreaper: bool = False,
@@ -161,7 +161,7 @@ class AsyncSupervisor(SupervisorBase[AsyncProcess]):
             except BaseException as exc:  # the task group is not running
                 del self._records[-1], self._trees[-1], self._handles[id(tree)]
                 abandon(tree, exc)
-                _close_pipes(handle)
+                close_pipes(handle)
                 raise
         return handle
 
@@ -240,7 +240,7 @@ class AsyncSupervisor(SupervisorBase[AsyncProcess]):
         finally:
             self._unclaim()
         for handle in self._handles.values():
-            _close_pipes(handle)
+            close_pipes(handle)
         self._record_final_exits()
         if isinstance(exc, anyio.get_cancelled_exc_class()):
             exc = None  # a cancel scope would swallow notes on it: raise the failures instead
@@ -277,14 +277,14 @@ class AsyncSupervisor(SupervisorBase[AsyncProcess]):
             if cgroup is not None:
                 cgroup.remove()
             raise
-        tree = ProcessTree(handle._process, self._kill, cgroup)
+        tree = ProcessTree(sync_process(handle), self._kill, cgroup)
         try:
             tree.pin_group()
             if self._state != "open":  # the scope ended while open_process checkpointed
                 raise RuntimeError("the supervisor scope ended while the child was being started")
         except BaseException as exc:
             abandon(tree, exc)
-            _close_pipes(handle)
+            close_pipes(handle)
             raise
         return handle, tree
 
@@ -292,7 +292,7 @@ class AsyncSupervisor(SupervisorBase[AsyncProcess]):
 
     async def _relaunch(self, record: Supervised[AsyncProcess]) -> None:
         """Start the next incarnation of *record*, or give it up if that cannot be done."""
-        stop_leftovers(record._tree, signals.SIGKILL)
+        stop_leftovers(record._tree, signal.SIGKILL)
         self._release_finished()
         try:
             handle, tree = await self._launch(record._argv, record._options)
@@ -330,8 +330,3 @@ def _unwrap(exc: BaseException) -> BaseException:
     while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
         exc = exc.exceptions[0]
     return exc
-
-
-def _close_pipes(handle: AsyncProcess) -> None:
-    for pipe in handle._pipes:
-        pipe._close()

@@ -21,17 +21,17 @@ import contextlib
 import errno as errnos
 import os
 import random as _random
-import signal as signals
+import signal
 import time
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
 from .._core._process import DEFAULT_GRACE
-from .._errors import StatusUnknownError
+from .._errors import StatusUnknownError, SupervisedChildFailed
 from .._linux._cgroup import Cgroup, writable_parent
 from .._status import Status
 from . import _subreaper
-from ._records import Supervised, SupervisedChildFailed, logger
+from ._records import Supervised, logger
 from ._restart import RestartPolicy, RestartTracker
 from ._tree import KillMode, ProcessTree
 
@@ -47,7 +47,7 @@ class SupervisorBase(Generic[H]):
         self,
         *,
         grace: float = DEFAULT_GRACE,
-        stop_signal: int = signals.SIGTERM,
+        stop_signal: int = signal.SIGTERM,
         kill: KillMode = "group",
         cgroup_parent: str | os.PathLike[str] | None = None,
         subreaper: bool = False,
@@ -56,7 +56,7 @@ class SupervisorBase(Generic[H]):
     ) -> None:
         if grace < 0:
             raise ValueError(f"grace must not be negative, not {grace}")
-        if isinstance(stop_signal, bool) or not 0 < stop_signal < signals.NSIG:
+        if isinstance(stop_signal, bool) or not 0 < stop_signal < signal.NSIG:
             raise ValueError(f"stop_signal must be a signal number, not {stop_signal!r}")
         if kill not in ("group", "cgroup", "process"):
             raise ValueError(f'kill must be "group", "cgroup" or "process", not {kill!r}')

@@ -29,13 +29,13 @@ its lock in threads, in its event loop in tasks).
 from __future__ import annotations
 
 import logging
-import signal as signals
+import signal
 from collections.abc import Callable, Iterable
 from typing import Generic, Literal, TypeAlias, TypeVar
 
 from typing_extensions import final
 
-from .._errors import TetherError
+from .._errors import SupervisedChildFailed
 from .._spawn import SpawnOptions, StrOrBytesPath
 from .._status import Status
 from ._restart import Backoff, Decision, RestartPolicy, RestartTracker
@@ -44,7 +44,6 @@ from ._tree import ProcessTree
 __all__ = [
     "State",
     "Supervised",
-    "SupervisedChildFailed",
     "frozen_argv",
     "frozen_options",
     "logger",
@@ -59,36 +58,6 @@ State: TypeAlias = Literal["running", "restarting", "exited", "failed"]
 """Where a :class:`Supervised` child stands; see the module documentation."""
 
 H = TypeVar("H")
-
-
-class SupervisedChildFailed(TetherError):
-    """A supervised child was given up: it kept failing past its restart budget.
-
-    Also raised when a restart could not be spawned (the spawn error is the
-    ``__cause__``) or when the child's exit status was taken by another party.
-    ``argv``, ``pid`` (of the last incarnation), ``status`` (its last exit status, None
-    if unknown), ``restarts`` (how many times it was restarted) and ``reason`` say
-    what happened.
-    """
-
-    argv: tuple[str, ...]
-    pid: int
-    status: Status | None
-    restarts: int
-    reason: str
-
-    def __init__(
-        self, argv: tuple[str, ...], pid: int, status: Status | None, restarts: int, reason: str
-    ) -> None:
-        super().__init__(
-            f"tether: supervised child {list(argv)!r} failed (last pid {pid}, "
-            f"{restarts} restart(s)): {reason}"
-        )
-        self.argv = argv
-        self.pid = pid
-        self.status = status
-        self.restarts = restarts
-        self.reason = reason
 
 
 def parse_policy(
@@ -121,15 +90,15 @@ def frozen_options(options: SpawnOptions) -> SpawnOptions:
     return frozen
 
 
-def stop_leftovers(tree: ProcessTree, signal: int) -> None:
+def stop_leftovers(tree: ProcessTree, sig: int) -> None:
     """Signal what is left of an exited incarnation's tree before its restart."""
     if tree.closed:
         return
     try:
-        if signal == signals.SIGKILL:
+        if sig == signal.SIGKILL:
             tree.kill()
         else:
-            tree.stop(signal)
+            tree.stop(sig)
     except Exception as exc:  # the scope's shutdown tries again, and reports
         logger.warning("could not signal what is left of %s: %r", list(tree.process.args), exc)
 

@@ -21,22 +21,22 @@ together in an ``ExceptionGroup``.
 from __future__ import annotations
 
 import functools
-import signal as signals
 import sys
 import time
 import traceback
 import warnings
 from collections.abc import Callable, Sequence
 
-from .._core._process import Process
-from .._errors import StatusUnknownError, TimeoutExpired
+from .._core._process import Process, wait_for_exit
+from .._durations import remaining
+from .._errors import KilledAfterGraceWarning, StatusUnknownError
+from .._status import signal_name
 from ._tree import KILL_PATIENCE, ProcessTree
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found, unused-ignore]
 
 __all__ = [
-    "KilledAfterGraceWarning",
     "Outcome",
     "abandon",
     "add_note",
@@ -50,10 +50,6 @@ __all__ = [
 
 _FIRST_DELAY = 0.001
 _MAX_DELAY = 0.05
-
-
-class KilledAfterGraceWarning(RuntimeWarning):
-    """A supervised child (or its group or cgroup) outlived the grace period and was SIGKILLed."""
 
 
 class Outcome:
@@ -91,26 +87,21 @@ class Outcome:
         return True
 
 
-def _remaining(deadline: float) -> float:
-    return max(0.0, deadline - time.monotonic())
-
-
 def wait_tree(tree: ProcessTree, deadline: float) -> bool:
     """Reap the leader and wait for the rest of its tree until *deadline*; True if all gone."""
     try:
-        tree.process.wait(_remaining(deadline))
-    except TimeoutExpired:
-        return False
+        if wait_for_exit(tree.process, remaining(deadline)) is None:
+            return False
     except StatusUnknownError:
         pass  # reaped by someone else: its tree still counts
     if tree.cgroup is not None:
-        return tree.cgroup.wait_empty(_remaining(deadline))
+        return tree.cgroup.wait_empty(remaining(deadline))
     delay = _FIRST_DELAY
     while tree.others_alive():  # grandchildren send no exit notification: poll, bounded
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
+        left = deadline - time.monotonic()
+        if left <= 0:
             return False
-        time.sleep(min(delay, remaining))
+        time.sleep(min(delay, left))
         delay = min(2 * delay, _MAX_DELAY)
     return True
 
@@ -221,13 +212,6 @@ def _describe(problem: BaseException, what: str = "stopping the supervised proce
     )
 
 
-def _signal_name(signal: int) -> str:
-    try:
-        return signals.Signals(signal).name
-    except ValueError:
-        return f"signal {signal}"
-
-
 def report(
     body: BaseException | None,
     outcome: Outcome,
@@ -248,7 +232,7 @@ def report(
         )
         message = (
             f"tether: {len(outcome.escalated)} supervised process tree(s) outlived the "
-            f"{grace:g} s grace period after {_signal_name(stop_signal)} and were killed "
+            f"{grace:g} s grace period after {signal_name(stop_signal)} and were killed "
             f"with SIGKILL: {stragglers}"
         )
         try:

@@ -48,13 +48,15 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
-import signal as signals
+import signal
 import threading
 from collections.abc import Iterable
 
-from .._core import _reaper
+from .._core import _registry
+from .._core._reaper import REAPER
+from .._errors import CgroupError
 from .._linux import _pidfd
-from .._linux._cgroup import CgroupError, own_cgroup_dir
+from .._linux._cgroup import own_cgroup_dir
 from .._status import Status
 from ._tree import ProcessTree, signal_pinned_group
 
@@ -130,11 +132,7 @@ def children() -> set[int]:
 
 def _spawned_by_tether() -> set[int]:
     """Pids of the unreaped children tether started: live handles and the reaper's."""
-    pids = {process.pid for process in list(_reaper._live)}
-    with _reaper.REAPER._lock:
-        pids.update(pid for pid, _ in _reaper.REAPER._by_pidfd.values())
-        pids.update(_reaper.REAPER._without_pidfd)
-    return pids
+    return _registry.pids() | REAPER.pids()
 
 
 def _parent_and_group(pid: int) -> tuple[int, int] | None:
@@ -190,7 +188,7 @@ def _alive(pidfd: int | None) -> bool:
     if pidfd is None:
         return True  # no pidfd, no proof: the fallback trusts that nobody steals our reaps
     try:
-        signals.pidfd_send_signal(pidfd, 0)
+        signal.pidfd_send_signal(pidfd, 0)
     except ProcessLookupError:
         return False
     return True

@@ -24,11 +24,11 @@ as the scope begins to end: the watcher thread is joined before any child is sto
 
 from __future__ import annotations
 
-import math
+import contextlib
 import os
 import random as _random
 import select
-import signal as signals
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -36,7 +36,8 @@ from types import TracebackType
 
 from typing_extensions import Self, Unpack, final
 
-from .._core._process import DEFAULT_GRACE, Process, _close_quietly, spawn
+from .._core._process import DEFAULT_GRACE, ExitFdLease, Process, close_pipes, spawn
+from .._durations import deadline_after, poll_millis, remaining
 from .._errors import TimeoutExpired
 from .._spawn import SpawnOptions, StrOrBytesPath
 from .._status import Status
@@ -50,11 +51,11 @@ from ._records import (
     stop_leftovers,
 )
 from ._restart import Backoff, RestartMode, RestartPolicy
-from ._shutdown import KilledAfterGraceWarning, Outcome, abandon, report, shutdown
+from ._shutdown import Outcome, abandon, report, shutdown
 from ._tree import KillMode, ProcessTree, prepare_options
 from ._watcher import Watcher
 
-__all__ = ["KillMode", "KilledAfterGraceWarning", "Supervisor"]
+__all__ = ["KillMode", "Supervisor"]
 
 
 @final
@@ -84,7 +85,7 @@ class Supervisor(SupervisorBase[Process]):
         self,
         *,
         grace: float = DEFAULT_GRACE,
-        stop_signal: int = signals.SIGTERM,
+        stop_signal: int = signal.SIGTERM,
         kill: KillMode = "group",
         cgroup_parent: str | os.PathLike[str] | None = None,
         subreaper: bool = False,
@@ -160,7 +161,7 @@ class Supervisor(SupervisorBase[Process]):
                 return tree.process
         except BaseException as exc:
             abandon(tree, exc)
-            _close_pipes(tree.process)
+            close_pipes(tree.process)
             raise
 
     def wait_any(self, timeout: float | None = None) -> Process:
@@ -175,7 +176,7 @@ class Supervisor(SupervisorBase[Process]):
         :class:`tether.TimeoutExpired` after *timeout* seconds and ``ChildProcessError``
         when every child has been handed out.
         """
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = deadline_after(timeout)
         while True:
             with self._lock:
                 self._reap_adopted()
@@ -183,15 +184,15 @@ class Supervisor(SupervisorBase[Process]):
                 if record is not None:
                     return record.process
                 pending = self._pending()
-                remaining = _remaining(deadline)
-                if remaining is not None and remaining <= 0:
+                left = remaining(deadline)
+                if left is not None and left <= 0:
                     args = pending[0].args if len(pending) == 1 else (f"<any of {len(pending)}>",)
                     raise TimeoutExpired(args, timeout or 0.0)
                 if self._watcher is not None and not self._watcher.crashed:
-                    self._changed.wait(remaining)
+                    self._changed.wait(left)
                     continue
                 processes = [record.process for record in pending]
-            _wait_for_any(processes, remaining)
+            _wait_for_any(processes, left)
 
     def wait_all(self, timeout: float | None = None) -> list[Status]:
         """Wait until every child has exited for good and return their statuses, in start order.
@@ -202,7 +203,7 @@ class Supervisor(SupervisorBase[Process]):
         one, and :class:`tether.TimeoutExpired` after *timeout* seconds, leaving the
         children running.
         """
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = deadline_after(timeout)
         while True:
             with self._lock:
                 self._reap_adopted()
@@ -210,14 +211,14 @@ class Supervisor(SupervisorBase[Process]):
                 unsettled = self._unsettled()
                 if not unsettled:
                     return self._final_statuses()
-                remaining = _remaining(deadline)
-                if remaining is not None and remaining <= 0:
+                left = remaining(deadline)
+                if left is not None and left <= 0:
                     raise TimeoutExpired(unsettled[0].args, timeout or 0.0)
                 if self._watcher is not None and not self._watcher.crashed:
-                    self._changed.wait(remaining)
+                    self._changed.wait(left)
                     continue
                 processes = [record.process for record in unsettled]
-            _wait_for_any(processes, remaining)
+            _wait_for_any(processes, left)
 
     def __enter__(self) -> Self:
         with self._lock:
@@ -256,7 +257,7 @@ class Supervisor(SupervisorBase[Process]):
                 watcher.stop()  # joined already, unless an interrupt cut the join short
             self._unclaim()
         for tree in trees:
-            _close_pipes(tree.process)
+            close_pipes(tree.process)
         with self._lock:
             self._record_final_exits()
             failures = self._unseen_failures()
@@ -289,7 +290,7 @@ class Supervisor(SupervisorBase[Process]):
         with self._lock:
             if self._state != "open":
                 return
-            stop_leftovers(record._tree, signals.SIGKILL)
+            stop_leftovers(record._tree, signal.SIGKILL)
             self._release_finished()
         try:
             tree = self._launch(record._argv, record._options)
@@ -311,7 +312,7 @@ class Supervisor(SupervisorBase[Process]):
                 return
         error = RuntimeError("the supervisor scope ended while a child was being restarted")
         abandon(tree, error)
-        _close_pipes(tree.process)
+        close_pipes(tree.process)
         for note in getattr(error, "__notes__", ()):
             logger.error("%s", note)
 
@@ -329,7 +330,7 @@ class Supervisor(SupervisorBase[Process]):
             tree.pin_group()
         except BaseException as exc:
             abandon(tree, exc)
-            _close_pipes(process)
+            close_pipes(process)
             raise
         return tree
 
@@ -351,28 +352,13 @@ class Supervisor(SupervisorBase[Process]):
                 raise TimeoutError("the tether-supervisor thread did not run a pass")
 
 
-def _remaining(deadline: float | None) -> float | None:
-    return None if deadline is None else max(0.0, deadline - time.monotonic())
-
-
-def _close_pipes(process: Process) -> None:
-    for pipe in (process.stdin, process.stdout, process.stderr):
-        if pipe is not None:
-            _close_quietly(pipe)
-
-
 def _wait_for_any(processes: list[Process], timeout: float | None) -> None:
     """Block until one of *processes* may have exited, or *timeout* seconds pass."""
-    borrowed: list[Process] = []
     poller = select.poll()
-    try:
+    with contextlib.ExitStack() as leases:
         for process in processes:
-            fd = process._borrow_exit_fd()
+            fd = leases.enter_context(ExitFdLease(process))
             if fd is None:
                 return  # reaped meanwhile
-            borrowed.append(process)
             poller.register(fd, select.POLLIN)
-        poller.poll(None if timeout is None else math.ceil(timeout * 1000))
-    finally:
-        for process in borrowed:
-            process._return_exit_fd()
+        poller.poll(poll_millis(timeout))

@@ -32,12 +32,12 @@ supervising process that is itself SIGKILLed.
 from __future__ import annotations
 
 import os
-import signal as signals
+import signal
 from typing import Literal, TypeAlias
 
 from typing_extensions import final
 
-from .._core._process import Process
+from .._core._process import Process, send_stop_signal
 from .._errors import TetherError
 from .._linux._cgroup import Cgroup
 from .._linux._pidfd import signal_pinned_group
@@ -92,33 +92,29 @@ class ProcessTree:
         if self.mode == "group" and pidfd is not None:
             self.group_fd = os.dup(pidfd)
 
-    def signal(self, signal: int) -> None:
-        """Send *signal* to every process of the tree."""
+    def signal(self, sig: int) -> None:
+        """Send *sig* to every process of the tree."""
         if self.mode == "group":
-            self._signal_group(signal)
+            self._signal_group(sig)
         else:
-            self.process.send_signal(signal)
+            self.process.send_signal(sig)
         if self.cgroup is not None:
-            self.cgroup.signal_members(signal, exclude=self.process.pid)
+            self.cgroup.signal_members(sig, exclude=self.process.pid)
 
-    def _signal_group(self, signal: int) -> None:
-        if self.group_fd is None or signal_pinned_group(self.group_fd, signal) is None:
-            self.process.send_signal(
-                signal, group=True
-            )  # killpg, only while the leader is unreaped
+    def _signal_group(self, sig: int) -> None:
+        if self.group_fd is None or signal_pinned_group(self.group_fd, sig) is None:
+            self.process.send_signal(sig, group=True)  # killpg, only while the leader is unreaped
 
-    def stop(self, signal: int) -> None:
-        """Send the stop *signal*, then SIGCONT."""
-        self.signal(signal)
-        if signal not in (signals.SIGKILL, signals.SIGCONT):
-            self.signal(signals.SIGCONT)
+    def stop(self, sig: int) -> None:
+        """Send the stop signal *sig*, then SIGCONT."""
+        send_stop_signal(self.signal, sig)
 
     def kill(self) -> None:
         """SIGKILL the whole tree; harmless when it is gone already."""
         if self.cgroup is not None:
             self.cgroup.kill()
         if self.mode == "group":
-            self._signal_group(signals.SIGKILL)
+            self._signal_group(signal.SIGKILL)
         self.process.kill()
 
     def others_alive(self) -> bool:
@@ -157,7 +153,7 @@ class ProcessTree:
 def prepare_options(mode: KillMode, options: SpawnOptions, cgroup: Cgroup | None) -> SpawnOptions:
     """The spawn options of a supervised child: its own group (or cgroup) and pdeathsig."""
     prepared: SpawnOptions = {**options}
-    prepared.setdefault("pdeathsig", signals.SIGKILL)
+    prepared.setdefault("pdeathsig", signal.SIGKILL)
     if mode != "process" and not prepared.get("start_new_session", False):
         group = prepared.get("process_group")
         if group is None:

@@ -32,7 +32,7 @@ import select
 import threading
 from typing import TYPE_CHECKING
 
-from .._core._process import Process
+from .._core._process import ExitFdLease, Process
 from .._errors import StatusUnknownError
 from .._status import Status
 from ._records import Supervised
@@ -44,7 +44,7 @@ __all__ = ["THREAD_NAME", "Watcher"]
 
 THREAD_NAME = "tether-supervisor"
 
-_Entry = tuple[Supervised[Process], Process, bool]  # record, incarnation, fd borrowed
+_Entry = tuple[Supervised[Process], Process, ExitFdLease | None]  # None: the fd is our dup
 
 
 class Watcher:
@@ -78,24 +78,25 @@ class Watcher:
     def watch(self, record: Supervised[Process]) -> None:
         """Watch the current incarnation of *record* for its exit."""
         process = record._tree.process
-        fd = process._borrow_exit_fd()
+        lease = ExitFdLease(process)
+        fd = lease.acquire()
         if fd is None:  # reaped already
-            self._ready.append((record, process, False))
+            self._ready.append((record, process, None))
             self.wake()
             return
-        borrowed = True
-        if fd == process._pidfd:
+        kept: ExitFdLease | None = lease
+        if fd == process.pidfd:  # a pidfd: watch a dup of our own, give the lease back
             try:
-                own = os.dup(fd)
+                fd = os.dup(fd)
             finally:
-                process._return_exit_fd()
-            fd, borrowed = own, False
+                lease.release()
+            kept = None
         try:
             self._epoll.register(fd, select.EPOLLIN)
         except BaseException:
-            _release(process, fd, borrowed)
+            _release(fd, kept)
             raise
-        self._watched[fd] = (record, process, borrowed)
+        self._watched[fd] = (record, process, kept)
 
     def wake(self) -> None:
         """Make the thread run a pass now."""
@@ -114,9 +115,9 @@ class Watcher:
             if self._closed:
                 return
             self._closed = True
-            for fd, (_, process, borrowed) in self._watched.items():
+            for fd, (_, _, lease) in self._watched.items():
                 self._epoll.unregister(fd)
-                _release(process, fd, borrowed)
+                _release(fd, lease)
             self._watched.clear()
             self._epoll.close()
             os.close(self._wake_r)
@@ -154,9 +155,9 @@ class Watcher:
                         exits.append((fd, entry))
                 ready, self._ready = self._ready, []
                 seen = self.poked
-            for fd, (record, process, borrowed) in exits:
+            for fd, (record, process, lease) in exits:
                 status = _reap(process)
-                _release(process, fd, borrowed)
+                _release(fd, lease)
                 self._scope._child_exited(record, process, status)
             for record, process, _ in ready:
                 self._scope._child_exited(record, process, _reap(process))
@@ -180,8 +181,9 @@ def _reap(process: Process) -> Status | None:
     return status
 
 
-def _release(process: Process, fd: int, borrowed: bool) -> None:
-    if borrowed:
-        process._return_exit_fd()
+def _release(fd: int, lease: ExitFdLease | None) -> None:
+    """Give back the fd of a watched child: the handle's lease, or our own dup."""
+    if lease is not None:
+        lease.release()
     else:
         os.close(fd)
