@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
+import tether
 from tether import Exited, Signaled
 from tether._linux import _pidfd
 
@@ -102,3 +103,15 @@ def test_fallback_signals_only_a_running_child() -> None:
     assert _pidfd.exited_unreaped(pid)
     assert not _pidfd.signal_pid(pid, signal.SIGKILL)
     assert _pidfd.reap_pid(pid) == Exited(0)
+
+
+def test_an_invalid_signal_does_not_turn_group_signalling_off() -> None:
+    """EINVAL for a bad signal number is the caller's error, not a missing kernel feature."""
+    with tether.spawn(["sleep", "60"], process_group=0) as process:
+        with pytest.raises(OSError, match="Invalid argument") as caught:
+            process.send_signal(999, group=True)
+        assert caught.value.errno == errno.EINVAL
+        assert process.pidfd is not None
+        assert _pidfd.signal_pinned_group(process.pidfd, 0) is True, "still on (Linux 6.9+)"
+        process.kill()
+        assert process.wait() == Signaled(signal.SIGKILL)

@@ -11,6 +11,7 @@ acts; nothing sleeps to synchronise.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import signal
 import sys
@@ -396,3 +397,33 @@ def test_children_die_with_a_sigkilled_supervising_process(pins: Pins) -> None:
         supervising.kill()
         assert supervising.wait() == tether.Signaled(signal.SIGKILL)
     assert pins.dead(timeout=30) == [True]
+
+
+@pytest.mark.parametrize(
+    ("settings", "error"),
+    [
+        ({"grace": math.nan}, ValueError),
+        ({"grace": -1}, ValueError),
+        ({"grace": "5"}, TypeError),
+        ({"grace": True}, TypeError),
+        ({"stop_signal": 15.5}, TypeError),
+        ({"stop_signal": True}, TypeError),
+        ({"stop_signal": 0}, ValueError),
+        ({"kill": "tree"}, ValueError),
+        ({"gracee": 1}, TypeError),
+    ],
+)
+@pytest.mark.parametrize("scope", [Supervisor, tether.AsyncSupervisor])
+def test_bad_scope_settings_are_refused(
+    scope: type[Supervisor] | type[tether.AsyncSupervisor],
+    settings: dict[str, object],
+    error: type[Exception],
+) -> None:
+    with pytest.raises(error):
+        scope(**settings)  # type: ignore[arg-type]
+
+
+def test_infinite_grace_is_a_ceiling_not_a_kill() -> None:
+    with Supervisor(grace=math.inf) as sup:
+        process = sup.spawn(["sleep", "60"])
+    assert process.status == tether.Signaled(signal.SIGTERM)

@@ -9,7 +9,7 @@ SIGCHLD handler or a thread. An event loop lets only one task wait on a given fd
 so when several tasks wait for the same child one of them watches the fd and the
 others wait for it to finish; if the watcher is cancelled, another takes over.
 Without pidfds the borrowed fd is a pipe fed by a watcher thread (see
-``_fallback``), one per waited child.
+``_linux._exit_notifier``), one per waited child.
 
 Pipes become anyio byte streams over the raw, non-blocking fds: reads and writes
 wait with ``anyio.wait_readable``/``wait_writable``, again without threads.

@@ -17,7 +17,9 @@ is open, so this module does everything through it:
 When pidfds are refused outright (ENOSYS on old kernels, EPERM under some seccomp
 profiles) :func:`pidfds_available` turns false for the rest of the process and callers
 use the pid-based helpers at the bottom, which are correct as long as no foreign code
-reaps our children. This module imports nothing async and keeps no per-process state.
+reaps our children. What the kernel refused is kept in ``_probes.KERNEL``, learned only
+from calls whose failure can mean nothing else; this module imports nothing async and
+keeps no other state.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import time
 
 from .._durations import deadline_after, poll_millis, remaining
 from .._status import Rusage, Status, decode_status, decode_waitid
+from ._probes import KERNEL, PIDFD_SIGNAL_PROCESS_GROUP, pidfd_group_signal
 
 __all__ = [
     "disable_pidfds",
@@ -53,24 +56,21 @@ __all__ = [
 
 _P_PIDFD = os.P_PIDFD
 _REFUSED = frozenset({errno.ENOSYS, errno.EPERM, errno.EACCES, errno.EOPNOTSUPP})
-_pidfds_refused = False
 
 
 def pidfds_available() -> bool:
     """Whether this process may still use pidfds (false once the kernel refused one)."""
-    return not _pidfds_refused
+    return KERNEL.pidfd_open is not False
 
 
 def disable_pidfds() -> None:
     """Use the pid-based fallback for every child spawned from now on."""
-    global _pidfds_refused
-    _pidfds_refused = True
+    KERNEL.pidfd_open = False
 
 
 def reset_pidfd_probe() -> None:
     """Forget an earlier refusal, so the next spawn tries ``pidfd_open`` again."""
-    global _pidfds_refused
-    _pidfds_refused = False
+    KERNEL.pidfd_open = None
 
 
 def open_pidfd(pid: int) -> int | None:
@@ -82,7 +82,7 @@ def open_pidfd(pid: int) -> int | None:
     stranger: a pidfd that does not name one of our children is closed again, and
     the caller's fallback then reports the status as unknown.
     """
-    if _pidfds_refused:
+    if KERNEL.pidfd_open is False:
         return None
     try:
         pidfd = os.pidfd_open(pid)
@@ -90,15 +90,20 @@ def open_pidfd(pid: int) -> int | None:
         if exc.errno in _REFUSED:
             disable_pidfds()
         return None
+    KERNEL.pidfd_open = True
     try:
         os.waitid(_P_PIDFD, pidfd, os.WEXITED | os.WNOHANG | os.WNOWAIT)
     except ChildProcessError:
+        KERNEL.waitid_pidfd = True
         os.close(pidfd)
         return None
     except OSError as exc:  # EINVAL: Linux 5.3 has pidfds but no P_PIDFD yet
         if exc.errno != errno.EINVAL:
             os.close(pidfd)
             raise
+        KERNEL.waitid_pidfd = False
+    else:
+        KERNEL.waitid_pidfd = True
     return pidfd
 
 
@@ -111,30 +116,21 @@ def signal_pidfd(pidfd: int, signum: int) -> bool:
     return True
 
 
-_PIDFD_SIGNAL_PROCESS_GROUP = 4  # Linux 6.9
-_group_flag_refused = False
-
-
 def signal_pinned_group(pidfd: int, signum: int) -> bool | None:
     """Signal the group whose leader *pidfd* pins, reaped or not (Linux 6.9).
 
     The group is named by the kernel's pid object, not by a number that may be
     recycled. True if delivered (signal 0 is a probe: the group has members,
     zombies included), False if no member is left, None if the kernel lacks
-    ``PIDFD_SIGNAL_PROCESS_GROUP``.
+    ``PIDFD_SIGNAL_PROCESS_GROUP`` (or it cannot be told yet: see ``_probes``).
+    An invalid *signum* raises ``OSError`` (EINVAL) and changes nothing.
     """
-    global _group_flag_refused
-    if _group_flag_refused:
+    if not pidfd_group_signal():
         return None
     try:
-        signal.pidfd_send_signal(pidfd, signum, None, _PIDFD_SIGNAL_PROCESS_GROUP)
+        signal.pidfd_send_signal(pidfd, signum, None, PIDFD_SIGNAL_PROCESS_GROUP)
     except ProcessLookupError:
         return False
-    except OSError as exc:
-        if exc.errno != errno.EINVAL:
-            raise
-        _group_flag_refused = True
-        return None
     return True
 
 
@@ -240,23 +236,19 @@ def reap_pidfd(pidfd: int, pid: int) -> Status | None:
     :func:`recover_exit_status`. Linux 5.3 has pidfds but not ``P_PIDFD`` (5.4);
     there the child is reaped by pid, which is safe while it is unreaped.
     """
-    if _waitid_refuses_pidfds:
+    if KERNEL.waitid_pidfd is False:
         return reap_pid(pid)
     try:
-        return _reap_pidfd(pidfd)
+        status = _reap_pidfd(pidfd)
     except OSError as exc:
-        if exc.errno != errno.EINVAL:
+        # EINVAL means "no P_PIDFD" only while that is unknown (a pidfd from clone)
+        if exc.errno != errno.EINVAL or KERNEL.waitid_pidfd is not None:
             raise
-    _refuse_waitid_pidfds()
-    return reap_pid(pid)
-
-
-_waitid_refuses_pidfds = False
-
-
-def _refuse_waitid_pidfds() -> None:
-    global _waitid_refuses_pidfds
-    _waitid_refuses_pidfds = True
+        KERNEL.waitid_pidfd = False
+        return reap_pid(pid)
+    if KERNEL.waitid_pidfd is None:
+        KERNEL.waitid_pidfd = True
+    return status
 
 
 def _reap_pidfd(pidfd: int) -> Status | None:

@@ -14,13 +14,13 @@ sees as end-of-file. On failure the parent reaps the child before raising.
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 import resource
 import signal
 
 from .._errors import SPAWN_STAGES, SpawnError
+from .._linux import _prctl  # imported here, in the parent: it loads libc once
 from ._plan import SpawnPlan
 from ._stdio import ChildStdio
 
@@ -29,8 +29,6 @@ AVAILABLE = True
 
 _FAILED_EXIT = 127
 _MAX_ERRNO = 4096  # the kernel's errno values are below MAX_ERRNO
-_PR_SET_PDEATHSIG = 1
-_PR_SET_NO_NEW_PRIVS = 38
 
 
 REFUSES: tuple[str, ...] = ()
@@ -96,7 +94,7 @@ def _child(plan: SpawnPlan, stdio: ChildStdio, env: object, report: int, parent:
             os.write(cgroup_procs, b"0")
         if plan.no_new_privs:
             stage = "no_new_privs"
-            _prctl(_PR_SET_NO_NEW_PRIVS, 1)
+            _prctl.set_no_new_privs()
         if plan.groups is not None:
             stage = "setgroups"
             os.setgroups(plan.groups)
@@ -108,7 +106,7 @@ def _child(plan: SpawnPlan, stdio: ChildStdio, env: object, report: int, parent:
             os.setresuid(plan.uid, plan.uid, plan.uid)
         if plan.pdeathsig:  # after the ids: changing them clears it
             stage = "pdeathsig"
-            _prctl(_PR_SET_PDEATHSIG, plan.pdeathsig)
+            _prctl.set_pdeathsig(plan.pdeathsig)
             if os.getppid() != parent:  # the parent died before it was armed
                 os.kill(os.getpid(), plan.pdeathsig)
                 os._exit(128 + plan.pdeathsig)
@@ -126,13 +124,6 @@ def _child(plan: SpawnPlan, stdio: ChildStdio, env: object, report: int, parent:
             os._exit(_FAILED_EXIT)
     finally:
         os._exit(_FAILED_EXIT)
-
-
-def _prctl(option: int, value: int) -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(option, ctypes.c_ulong(value), 0, 0, 0) != 0:
-        code = ctypes.get_errno()
-        raise OSError(code, os.strerror(code))
 
 
 def _close_fds_except(keep: list[int]) -> None:

@@ -31,26 +31,24 @@ where a task will do. So restarts run as tasks in a task group the *caller* owns
             ...
 
 the structured-concurrency idiom of passing a nursery: the caller already decided how
-exceptions of that group are grouped, and the group encloses the scope. ``start()``
-with a restart policy and no ``task_group`` is a ``ValueError``. Each child under a
-policy gets one keeper task: it awaits the child's exit on its pidfd, asks the restart
-tracker (``_keepalive``), waits out the backoff (a wait on an event with the delay
-left on the supervisor's clock as its timeout, so a test can drive a fake clock and
-poke), then starts the next incarnation. Leaving the scope cancels every keeper and
-waits for all of them to finish before any child is stopped, so nothing restarts
-during the shutdown; a keeper that has not started yet finds the scope closed.
+exceptions of that group are grouped, and the group encloses the scope. ``start()`` with
+a restart policy and no ``task_group`` is a ``ValueError``. Each child under a policy
+gets one keeper task (``_keepers``, which reaches the scope through the ``KeeperHost``
+contract that :class:`_KeeperHost` implements): it awaits the child's exit on its pidfd,
+asks the restart tracker (``_records``), waits out the backoff (a wait on an event with
+the delay left on the supervisor's clock as its timeout, so a test can drive a fake
+clock and poke), then starts the next incarnation. Leaving the scope cancels every
+keeper and waits for all of them to finish before any child is stopped, so nothing
+restarts during the shutdown; a keeper that has not started yet finds the scope closed.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
-import os
-import random as _random
 import signal
 import sys
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from types import TracebackType
 
 import anyio
@@ -59,16 +57,15 @@ from anyio.abc import TaskGroup
 from typing_extensions import Self, Unpack, final
 
 from .._aio._process import AsyncProcess, close_pipes, open_process, sync_process
-from .._core._process import DEFAULT_GRACE
 from .._errors import StatusUnknownError
 from .._spawn import SpawnOptions, StrOrBytesPath
 from .._status import Status
-from ._base import SupervisorBase
+from ._base import ScopeSettings, SupervisorBase
 from ._keepers import Keepers
 from ._records import Supervised, frozen_argv, frozen_options, parse_policy, stop_leftovers
 from ._restart import Backoff, RestartMode, RestartPolicy
-from ._shutdown import _FIRST_DELAY, _MAX_DELAY, Outcome, abandon, close_all, finish, report
-from ._tree import KILL_PATIENCE, KillMode, ProcessTree, prepare_options
+from ._shutdown import POLL_FIRST_DELAY, POLL_MAX_DELAY, Outcome, abandon, close_all, finish, report
+from ._tree import KILL_PATIENCE, ProcessTree, prepare_options
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found, unused-ignore]
@@ -80,39 +77,24 @@ __all__ = ["AsyncSupervisor"]
 class AsyncSupervisor(SupervisorBase[AsyncProcess]):
     """An ``async with`` scope whose children are stopped and reaped when it ends.
 
-    ``AsyncSupervisor(grace=5.0, stop_signal=SIGTERM, kill="group", cgroup_parent=None,
-    subreaper=False, task_group=None)`` takes the settings of :class:`tether.Supervisor`
-    and gives the same guarantees, whether the scope ends normally, by an exception or
-    by cancellation. Children are started with :meth:`start` and are
-    :class:`tether.AsyncProcess` handles. Children with a restart policy are kept alive
-    by tasks in *task_group*, which the caller opens around the scope; *clock* and
-    *random* drive the restart schedules (tests pass fakes).
+    ``AsyncSupervisor(*, grace=5.0, stop_signal=SIGTERM, kill="group",
+    cgroup_parent=None, subreaper=False, task_group=None, clock=time.monotonic,
+    random=random.random)`` takes the settings of :class:`tether.Supervisor`, with the
+    same meanings and defaults, and gives the same guarantees, whether the scope ends
+    normally, by an exception or by cancellation. Children are started with
+    :meth:`start` and are :class:`tether.AsyncProcess` handles. Children with a
+    restart policy are kept alive by tasks in *task_group*, which the caller opens
+    around the scope; *clock* and *random* drive the restart schedules (tests pass
+    fakes).
     """
 
     def __init__(
-        self,
-        *,
-        grace: float = DEFAULT_GRACE,
-        stop_signal: int = signal.SIGTERM,
-        kill: KillMode = "group",
-        cgroup_parent: str | os.PathLike[str] | None = None,
-        subreaper: bool = False,
-        task_group: TaskGroup | None = None,
-        clock: Callable[[], float] = time.monotonic,
-        random: Callable[[], float] = _random.random,
+        self, *, task_group: TaskGroup | None = None, **settings: Unpack[ScopeSettings]
     ) -> None:
-        super().__init__(
-            grace=grace,
-            stop_signal=stop_signal,
-            kill=kill,
-            cgroup_parent=cgroup_parent,
-            subreaper=subreaper,
-            clock=clock,
-            random=random,
-        )
+        super().__init__(**settings)
         self._task_group = task_group
         self._handles: dict[int, AsyncProcess] = {}  # id(tree) -> its handle, every incarnation
-        self._keepers = Keepers(self)
+        self._keepers = Keepers(_KeeperHost(self))
 
     @property
     def children(self) -> list[AsyncProcess]:
@@ -183,7 +165,7 @@ class AsyncSupervisor(SupervisorBase[AsyncProcess]):
             record = self._next_settled()
             if record is not None:
                 return record.process
-            await self._keepers.until_change(self._pending())
+            await self._until_change(self._pending())
 
     async def wait_all(self) -> list[Status]:
         """Wait until every child has exited for good and return their statuses, in start order.
@@ -200,7 +182,7 @@ class AsyncSupervisor(SupervisorBase[AsyncProcess]):
             unsettled = self._unsettled()
             if not unsettled:
                 return self._final_statuses()
-            await self._keepers.until_change(unsettled)
+            await self._until_change(unsettled)
 
     async def __aenter__(self) -> Self:
         await anyio.lowlevel.checkpoint()
@@ -288,7 +270,24 @@ class AsyncSupervisor(SupervisorBase[AsyncProcess]):
             raise
         return handle, tree
 
-    # --- keep-alive (the keeper tasks live in _async_keepalive) -------------------------
+    async def _until_change(self, records: list[Supervised[AsyncProcess]]) -> None:
+        """Wait until a plain child among *records* exits or a keeper reports a change."""
+        plain = [record.process for record in records if record._tracker is None]
+        await self._keepers.until_change(plain, kept=len(plain) < len(records))
+
+    # --- keep-alive: called by the keeper tasks (_keepers), through _KeeperHost ---------
+
+    def _child_exited(
+        self, record: Supervised[AsyncProcess], status: Status | None
+    ) -> float | None:
+        """Apply the restart policy to an exit; when the restart is due, None if none follows."""
+        try:
+            decision = record._on_exit(status, scope_open=True, clock=self._clock)
+            if decision is not None and decision.action == "restart":
+                stop_leftovers(record._tree, self._stop_signal)
+        except Exception as exc:  # never lose a child silently
+            record._fail(status, f"could not apply the restart policy: {exc!r}", exc)
+        return record.next_restart
 
     async def _relaunch(self, record: Supervised[AsyncProcess]) -> None:
         """Start the next incarnation of *record*, or give it up if that cannot be done."""
@@ -313,6 +312,31 @@ class AsyncSupervisor(SupervisorBase[AsyncProcess]):
         await self._keepers.poke()
 
 
+class _KeeperHost:
+    """An :class:`AsyncSupervisor` as its keeper tasks see it (``_keepers.KeeperHost``)."""
+
+    __slots__ = ("_scope",)
+
+    def __init__(self, scope: AsyncSupervisor) -> None:
+        self._scope = scope
+
+    @property
+    def scope_open(self) -> bool:
+        return self._scope._state == "open"
+
+    def clock(self) -> float:
+        return self._scope._clock()
+
+    def child_exited(self, record: Supervised[AsyncProcess], status: Status | None) -> float | None:
+        return self._scope._child_exited(record, status)
+
+    async def relaunch(self, record: Supervised[AsyncProcess]) -> None:
+        await self._scope._relaunch(record)
+
+    def keeper_ended(self, record: Supervised[AsyncProcess]) -> None:
+        record._unkeep("its keeper task was cancelled")
+
+
 async def _others_gone(tree: ProcessTree) -> None:
     """After the leader's exit, wait until no other process of its tree lives."""
     cgroup = tree.cgroup
@@ -320,10 +344,10 @@ async def _others_gone(tree: ProcessTree) -> None:
         while cgroup.populated():
             await anyio.wait_readable(cgroup.watch_fd)
         return
-    delay = _FIRST_DELAY
+    delay = POLL_FIRST_DELAY
     while tree.others_alive():  # grandchildren send no exit notification: poll
         await anyio.sleep(delay)
-        delay = min(2 * delay, _MAX_DELAY)
+        delay = min(2 * delay, POLL_MAX_DELAY)
 
 
 def _unwrap(exc: BaseException) -> BaseException:

@@ -1,12 +1,17 @@
 """The settings and bookkeeping shared by ``Supervisor`` and ``AsyncSupervisor``.
 
-A scope keeps two lists. ``_records`` has one :class:`~tether._keepalive.Supervised`
-per child the caller started, in start order: that is what ``children``,
-``supervised``, ``statuses`` and the waits look at. ``_trees`` has one
-:class:`~tether._tree.ProcessTree` per *incarnation*: a child restarted three times
-owns four trees, and every one of them is stopped, checked and closed when the scope
-ends. Finished trees are closed along the way (on each spawn), so that the pinned
-pidfds and cgroups of restarts that came and went do not pile up.
+The seven settings of a scope (:class:`ScopeSettings`) are declared, defaulted and
+checked here once; the two public constructors take them as ``**settings``, which
+``mypy`` still checks name by name and type by type. A scope moves from ``"new"``
+through ``"open"`` (inside ``with``) to ``"closed"`` (:data:`ScopeState`), once.
+
+A scope keeps two lists. ``_records`` has one
+:class:`~tether._supervise._records.Supervised` per child the caller started, in start
+order: that is what ``children``, ``supervised``, ``statuses`` and the waits look at.
+``_trees`` has one :class:`~tether._supervise._tree.ProcessTree` per *incarnation*: a
+child restarted three times owns four trees, and every one of them is stopped, checked
+and closed when the scope ends. Finished trees are closed along the way (on each spawn),
+so that the pinned pidfds and cgroups of restarts that came and went do not pile up.
 
 The waits hand each child out once (``wait_any``) or all at once (``wait_all``), and a
 child counts as finished when no restart will follow: a plain child when it has been
@@ -24,9 +29,12 @@ import random as _random
 import signal
 import time
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import Generic, Literal, TypeAlias, TypeVar
+
+from typing_extensions import TypedDict, Unpack
 
 from .._core._process import DEFAULT_GRACE
+from .._durations import check_duration
 from .._errors import StatusUnknownError, SupervisedChildFailed
 from .._linux._cgroup import Cgroup, writable_parent
 from .._status import Status
@@ -35,28 +43,50 @@ from ._records import Supervised, logger
 from ._restart import RestartPolicy, RestartTracker
 from ._tree import KillMode, ProcessTree
 
-__all__ = ["SupervisorBase"]
+__all__ = ["ScopeSettings", "ScopeState", "SupervisorBase"]
 
 H = TypeVar("H")
+
+ScopeState: TypeAlias = Literal["new", "open", "closed"]
+"""Where a scope stands: not entered yet, inside its ``with`` block, or ended (for good)."""
+
+
+class ScopeSettings(TypedDict, total=False):
+    """The settings every supervisor scope takes as keywords; each is optional.
+
+    The public classes' docstrings say what each one means; the defaults live in
+    :meth:`SupervisorBase.__init__`, the one place that reads them.
+    """
+
+    grace: float
+    stop_signal: int
+    kill: KillMode
+    cgroup_parent: str | os.PathLike[str] | None
+    subreaper: bool
+    clock: Callable[[], float]
+    random: Callable[[], float]
+
+
+_SETTING_NAMES = frozenset(ScopeSettings.__annotations__)
 
 
 class SupervisorBase(Generic[H]):
     """Settings and state shared by ``Supervisor`` (*H* is ``Process``) and ``AsyncSupervisor``."""
 
-    def __init__(
-        self,
-        *,
-        grace: float = DEFAULT_GRACE,
-        stop_signal: int = signal.SIGTERM,
-        kill: KillMode = "group",
-        cgroup_parent: str | os.PathLike[str] | None = None,
-        subreaper: bool = False,
-        clock: Callable[[], float] = time.monotonic,
-        random: Callable[[], float] = _random.random,
-    ) -> None:
-        if grace < 0:
-            raise ValueError(f"grace must not be negative, not {grace}")
-        if isinstance(stop_signal, bool) or not 0 < stop_signal < signal.NSIG:
+    def __init__(self, **settings: Unpack[ScopeSettings]) -> None:
+        for name in settings:
+            if name not in _SETTING_NAMES:
+                raise TypeError(
+                    f"{type(self).__name__}() got an unexpected keyword argument {name!r}"
+                )
+        grace = check_duration(settings.get("grace", DEFAULT_GRACE), "grace")
+        stop_signal = settings.get("stop_signal", signal.SIGTERM)
+        kill = settings.get("kill", "group")
+        cgroup_parent = settings.get("cgroup_parent")
+        subreaper = settings.get("subreaper", False)
+        if isinstance(stop_signal, bool) or not isinstance(stop_signal, int):
+            raise TypeError(f"stop_signal must be a signal number (an int), not {stop_signal!r}")
+        if not 0 < stop_signal < signal.NSIG:
             raise ValueError(f"stop_signal must be a signal number, not {stop_signal!r}")
         if kill not in ("group", "cgroup", "process"):
             raise ValueError(f'kill must be "group", "cgroup" or "process", not {kill!r}')
@@ -67,21 +97,22 @@ class SupervisorBase(Generic[H]):
                 'subreaper=True needs kill="group" or "cgroup": with kill="process" no '
                 "orphan can be proven to belong to this scope, so none would ever be reaped"
             )
-        self._grace = float(grace)
+        self._grace = grace
         self._stop_signal = int(stop_signal)
         self._kill: KillMode = kill
         self._cgroup_parent = None if cgroup_parent is None else os.fspath(cgroup_parent)
         self._subreaper = bool(subreaper)
+        self._clock = settings.get("clock", time.monotonic)
+        self._random = settings.get("random", _random.random)
         self._claimed = False
-        self._clock = clock
-        self._random = random
-        self._state = "new"
+        self._state: ScopeState = "new"
         self._records: list[Supervised[H]] = []
         self._trees: list[ProcessTree] = []
 
     @property
     def grace(self) -> float:
-        """Seconds the children get after the stop signal before SIGKILL (a ceiling)."""
+        """Seconds the children get after the stop signal before SIGKILL (a ceiling; ``inf``
+        waits as long as it takes)."""
         return self._grace
 
     @property

@@ -6,14 +6,19 @@ open:
 
 1. await the exit of the child's current incarnation on its pidfd
    (``AsyncProcess.wait``), so no thread and no SIGCHLD handler is involved;
-2. hand the status to the child's record (``_keepalive``), which asks the restart
-   tracker and logs; stop what is left of the exited tree if a restart follows;
+2. hand the status to the host (:meth:`KeeperHost.child_exited`), which has the
+   child's record (``_records``) ask the restart tracker and log, stops what is left of
+   the exited tree if a restart follows, and answers when the restart is due;
 3. wait until the restart is due: an ``anyio.Event`` (the *poke*) awaited with the time
-   left on the supervisor's clock as its timeout, then the clock is read again. With
-   the real monotonic clock that is a plain timed wait; with a fake clock a test
-   advances the clock and pokes (:meth:`Keepers.poke`), which returns once every
-   sleeping keeper has looked at the clock again and done what was due;
-4. start the next incarnation (``AsyncSupervisor._relaunch``).
+   left on the host's clock as its timeout, then the clock is read again. With the
+   real monotonic clock that is a plain timed wait; with a fake clock a test advances
+   the clock and pokes (:meth:`Keepers.poke`), which returns once every sleeping
+   keeper has looked at the clock again and done what was due;
+4. have the host start the next incarnation (:meth:`KeeperHost.relaunch`).
+
+The keepers talk to their supervisor only through :class:`KeeperHost` (``AsyncSupervisor``
+implements it with a private adapter; ``tests/test_keepers.py`` with a fake) and see a
+child only as a record with a current handle (:class:`Kept`), handed back as it came.
 
 Every change of a record's state sets the *changed* event (and replaces it), which is
 what ``wait_any``/``wait_all`` await for children under a policy. Each keeper runs in a
@@ -24,7 +29,8 @@ one has finished, which ``__aexit__`` does before it stops any child.
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import Generic, Protocol, TypeVar
 
 import anyio
 from anyio.abc import TaskGroup
@@ -32,19 +38,55 @@ from anyio.abc import TaskGroup
 from .._aio._process import AsyncProcess
 from .._errors import StatusUnknownError
 from .._status import Status
-from ._records import Supervised, stop_leftovers
 
-if TYPE_CHECKING:
-    from ._async_supervisor import AsyncSupervisor
-
-__all__ = ["Keepers"]
+__all__ = ["KeeperHost", "Keepers", "Kept"]
 
 
-class Keepers:
-    """The keeper tasks of one :class:`AsyncSupervisor`, and the events they set."""
+class Kept(Protocol):
+    """A child as its keeper sees it: the handle of its current incarnation."""
 
-    def __init__(self, scope: AsyncSupervisor) -> None:
-        self._scope = scope
+    @property
+    def process(self) -> AsyncProcess:
+        """The current incarnation; :meth:`KeeperHost.relaunch` replaces it."""
+        ...
+
+
+R = TypeVar("R", bound=Kept)
+R_contra = TypeVar("R_contra", bound=Kept, contravariant=True)
+
+
+class KeeperHost(Protocol[R_contra]):
+    """What the :class:`Keepers` need of the scope they serve (all in its event loop)."""
+
+    @property
+    def scope_open(self) -> bool:
+        """Whether the scope is open: keepers keep their children alive only while it is."""
+        ...
+
+    def clock(self) -> float:
+        """Now, on the clock that restarts are due on (monotonic seconds)."""
+        ...
+
+    def child_exited(self, record: R_contra, status: Status | None) -> float | None:
+        """Apply the restart policy to the exit of *record*'s current incarnation (*status*
+        None: another party took it); the time its restart is due, None if none follows."""
+        ...
+
+    async def relaunch(self, record: R_contra) -> None:
+        """Start the next incarnation of *record*, or give the child up."""
+        ...
+
+    def keeper_ended(self, record: R_contra) -> None:
+        """The keeper of *record* ended while the scope is open (cancelled, failed, or done
+        because the child stays down): nothing keeps the child alive any more."""
+        ...
+
+
+class Keepers(Generic[R]):
+    """The keeper tasks of one scope, and the events they set."""
+
+    def __init__(self, host: KeeperHost[R]) -> None:
+        self._host = host
         self._count = 0
         self._scopes: set[anyio.CancelScope] = set()
         self._idle: anyio.Event | None = None  # events need the event loop: made in open()
@@ -52,22 +94,25 @@ class Keepers:
         self._poke: anyio.Event | None = None
         self._sleepers = 0
         self._passes = 0
+        self._stopping = False
 
     def open(self) -> None:
         """Make the events, in the event loop, as the scope is entered."""
         self._changed = anyio.Event()
         self._poke = anyio.Event()
 
-    def start(self, task_group: TaskGroup, record: Supervised[AsyncProcess]) -> None:
+    def start(self, task_group: TaskGroup, record: R) -> None:
         """Start the keeper of *record* in *task_group* (raises if it is not running)."""
-        pid = record._tree.process.pid
+        pid = record.process.pid
         task_group.start_soon(self._keep, record, name=f"tether keeper of {pid}")
         if self._count == 0:
             self._idle = anyio.Event()
         self._count += 1
 
     async def stop(self) -> None:
-        """Cancel every keeper and wait until all have finished."""
+        """Cancel every keeper (and any that has yet to start) and wait until all have
+        finished."""
+        self._stopping = True
         for scope in list(self._scopes):
             scope.cancel()
         if self._count and self._idle is not None:
@@ -79,15 +124,15 @@ class Keepers:
         if changed is not None:
             changed.set()
 
-    async def until_change(self, records: list[Supervised[AsyncProcess]]) -> None:
-        """Wait until a plain child among *records* exits or a keeper reports a change."""
+    async def until_change(self, plain: Sequence[AsyncProcess], *, kept: bool) -> None:
+        """Wait until one of the *plain* children (no keeper) exits or, if *kept* (some
+        awaited children have keepers), a keeper reports a change."""
         changed = self._changed
         async with anyio.create_task_group() as tasks:
-            if changed is not None and any(r._tracker is not None for r in records):
+            if changed is not None and kept:
                 tasks.start_soon(_wake_on_event, changed, tasks.cancel_scope)
-            for record in records:
-                if record._tracker is None:
-                    tasks.start_soon(_wake_on_exit, record.process, tasks.cancel_scope)
+            for process in plain:
+                tasks.start_soon(_wake_on_exit, process, tasks.cancel_scope)
 
     async def poke(self) -> None:
         """Wake the keepers waiting out a backoff; return once each has looked at the
@@ -103,40 +148,37 @@ class Keepers:
         self._passes += 1
         self.notify()
 
-    async def _keep(self, record: Supervised[AsyncProcess]) -> None:
+    async def _keep(self, record: R) -> None:
         """Await each exit of *record*'s child, apply the policy, restart."""
-        sup = self._scope
+        host = self._host
         cancel = anyio.CancelScope()
+        if self._stopping:  # stop() came before this task ran: keep nothing
+            cancel.cancel()
         self._scopes.add(cancel)
         try:
             with cancel:
-                while sup._state == "open":
+                while host.scope_open:
                     status = await _exit_status(record.process)
-                    try:
-                        decision = record._on_exit(status, scope_open=True, clock=sup._clock)
-                        if decision is not None and decision.action == "restart":
-                            stop_leftovers(record._tree, sup._stop_signal)
-                    except Exception as exc:  # never lose a child silently
-                        record._fail(status, f"could not apply the restart policy: {exc!r}", exc)
+                    due = host.child_exited(record, status)
                     self.notify()
-                    if record._state != "restarting":
+                    if due is None:
                         return
-                    await self._sleep_until(record)
-                    await sup._relaunch(record)
+                    await self._sleep_until(due)
+                    await host.relaunch(record)
                     self._pass_done()
         finally:
-            if sup._state == "open":  # cancelled from outside: its task group is ending
-                record._unkeep("its keeper task was cancelled")
+            if host.scope_open:  # e.g. cancelled from outside: its task group is ending
+                host.keeper_ended(record)
                 self.notify()
             self._scopes.discard(cancel)
             self._count -= 1
             if self._count == 0 and self._idle is not None:
                 self._idle.set()
 
-    async def _sleep_until(self, record: Supervised[AsyncProcess]) -> None:
-        """Wait until *record*'s restart is due on the supervisor's clock."""
-        clock = self._scope._clock
-        while record._due is not None and (remaining := record._due - clock()) > 0:
+    async def _sleep_until(self, due: float) -> None:
+        """Wait until *due* on the host's clock."""
+        clock = self._host.clock
+        while (remaining := due - clock()) > 0:
             poke = self._poke
             assert poke is not None, "made on entry"
             self._sleepers += 1
@@ -145,7 +187,7 @@ class Keepers:
                     await poke.wait()
             finally:
                 self._sleepers -= 1
-            if record._due - clock() > 0:
+            if due - clock() > 0:
                 self._pass_done()  # not yet: back to sleep
 
 

@@ -12,7 +12,7 @@ concluded, every tree gets a SIGKILL once the grace period is over (a no-op when
 empty), so a process that slipped past the scan dies anyway.
 
 Failures while stopping are never swallowed (:func:`report`), and neither are the
-supervised children that were given up (``_keepalive``) and that no ``wait_any()`` or
+supervised children that were given up (``_records``) and that no ``wait_any()`` or
 ``wait_all()`` raised. If the body raised, its exception propagates unchanged, with
 each of them attached as a note; otherwise a lone one is raised as it is and several
 together in an ``ExceptionGroup``.
@@ -48,8 +48,8 @@ __all__ = [
     "wait_tree",
 ]
 
-_FIRST_DELAY = 0.001
-_MAX_DELAY = 0.05
+POLL_FIRST_DELAY = 0.001
+POLL_MAX_DELAY = 0.05
 
 
 class Outcome:
@@ -96,13 +96,13 @@ def wait_tree(tree: ProcessTree, deadline: float) -> bool:
         pass  # reaped by someone else: its tree still counts
     if tree.cgroup is not None:
         return tree.cgroup.wait_empty(remaining(deadline))
-    delay = _FIRST_DELAY
+    delay = POLL_FIRST_DELAY
     while tree.others_alive():  # grandchildren send no exit notification: poll, bounded
         left = deadline - time.monotonic()
         if left <= 0:
             return False
         time.sleep(min(delay, left))
-        delay = min(2 * delay, _MAX_DELAY)
+        delay = min(2 * delay, POLL_MAX_DELAY)
     return True
 
 

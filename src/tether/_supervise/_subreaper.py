@@ -46,7 +46,6 @@ a tree.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import signal
 import threading
@@ -55,38 +54,26 @@ from collections.abc import Iterable
 from .._core import _registry
 from .._core._reaper import REAPER
 from .._errors import CgroupError
-from .._linux import _pidfd
+from .._linux import _pidfd, _prctl
 from .._linux._cgroup import own_cgroup_dir
+from .._linux._procfs import read_stat
 from .._status import Status
 from ._tree import ProcessTree, signal_pinned_group
 
 __all__ = ["children", "claim", "is_subreaper", "reap_adopted", "release"]
-
-_PR_SET_CHILD_SUBREAPER = 36
-_PR_GET_CHILD_SUBREAPER = 37
 
 _lock = threading.Lock()
 _claims = 0
 _previous = False
 
 
-def _libc() -> ctypes.CDLL:
-    return ctypes.CDLL(None, use_errno=True)
-
-
 def is_subreaper() -> bool:
     """Whether this process is a child subreaper now (``PR_GET_CHILD_SUBREAPER``)."""
-    value = ctypes.c_int(0)
-    if _libc().prctl(_PR_GET_CHILD_SUBREAPER, ctypes.byref(value), 0, 0, 0) != 0:
-        code = ctypes.get_errno()
-        raise OSError(code, f"prctl(PR_GET_CHILD_SUBREAPER): {os.strerror(code)}")
-    return value.value != 0
+    return _prctl.get_child_subreaper()
 
 
 def _set_subreaper(flag: bool) -> None:
-    if _libc().prctl(_PR_SET_CHILD_SUBREAPER, ctypes.c_ulong(int(flag)), 0, 0, 0) != 0:
-        code = ctypes.get_errno()
-        raise OSError(code, f"prctl(PR_SET_CHILD_SUBREAPER): {os.strerror(code)}")
+    _prctl.set_child_subreaper(flag)
 
 
 def claim() -> None:
@@ -136,13 +123,8 @@ def _spawned_by_tether() -> set[int]:
 
 
 def _parent_and_group(pid: int) -> tuple[int, int] | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as stat_file:
-            stat = stat_file.read()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    fields = stat[stat.rfind(b")") + 2 :].split(b" ", 3)
-    return int(fields[1]), int(fields[2])
+    stat = read_stat(pid)
+    return None if stat is None else (stat.ppid, stat.pgid)
 
 
 def _cgroup_of(pid: int) -> str | None:

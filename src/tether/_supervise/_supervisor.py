@@ -11,13 +11,14 @@ described in ``_tree``.
 open, the way supervisord and systemd do: each exit the policy wants restarted is
 followed, after an exponential backoff with jitter and a cap, by a new incarnation,
 until the restart budget of the policy's window is spent and the child is given up as
-failed (``_restart`` decides, ``_keepalive`` keeps the record, ``_watcher`` is the
-thread that notices exits and restarts). When an incarnation exits and is to be
-restarted, what is left of its tree (grandchildren in its group or cgroup) gets the
-stop signal at once and SIGKILL when the restart is due, as systemd stops a unit's
-control group before starting it again. ``sup.spawn`` returns the first incarnation;
-``sup.children`` and ``sup.supervised`` show the current ones. Restarts stop as soon
-as the scope begins to end: the watcher thread is joined before any child is stopped.
+failed (``_restart`` decides, ``_records`` keeps the record, ``_watcher`` is the thread
+that notices exits and restarts, talking to the scope through the ``WatcherHost``
+contract that :class:`_WatcherHost` implements). When an incarnation exits and is to be
+restarted, what is left of its tree (grandchildren in its group or cgroup) gets the stop
+signal at once and SIGKILL when the restart is due, as systemd stops a unit's control
+group before starting it again. ``sup.spawn`` returns the first incarnation;
+``sup.children`` and ``sup.supervised`` show the current ones. Restarts stop as soon as
+the scope begins to end: the watcher thread is joined before any child is stopped.
 
 ``subreaper=True`` adopts the orphans of the trees (``_subreaper``).
 """
@@ -25,23 +26,20 @@ as the scope begins to end: the watcher thread is joined before any child is sto
 from __future__ import annotations
 
 import contextlib
-import os
-import random as _random
 import select
 import signal
 import threading
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from types import TracebackType
 
 from typing_extensions import Self, Unpack, final
 
-from .._core._process import DEFAULT_GRACE, ExitFdLease, Process, close_pipes, spawn
+from .._core._process import ExitFdLease, Process, close_pipes, spawn
 from .._durations import deadline_after, poll_millis, remaining
 from .._errors import TimeoutExpired
 from .._spawn import SpawnOptions, StrOrBytesPath
 from .._status import Status
-from ._base import SupervisorBase
+from ._base import ScopeSettings, SupervisorBase
 from ._records import (
     Supervised,
     frozen_argv,
@@ -53,7 +51,7 @@ from ._records import (
 from ._restart import Backoff, RestartMode, RestartPolicy
 from ._shutdown import Outcome, abandon, report, shutdown
 from ._tree import KillMode, ProcessTree, prepare_options
-from ._watcher import Watcher
+from ._watcher import THREAD_NAME, Watcher
 
 __all__ = ["KillMode", "Supervisor"]
 
@@ -62,16 +60,17 @@ __all__ = ["KillMode", "Supervisor"]
 class Supervisor(SupervisorBase[Process]):
     """A ``with`` scope whose children are stopped and reaped when it ends.
 
-    ``Supervisor(grace=5.0, stop_signal=SIGTERM, kill="group", cgroup_parent=None,
-    subreaper=False)``. On leaving the scope every live child gets *stop_signal* (and
-    SIGCONT) at once; whatever outlives the shared *grace* period is SIGKILLed with a
-    :class:`KilledAfterGraceWarning`, and everything is reaped before ``__exit__``
-    returns. *kill* says what a stop reaches: ``"group"`` (the child's process
-    group, the default), ``"cgroup"`` (a cgroup v2 per child, created under
-    *cgroup_parent* or our own cgroup; :class:`tether.CgroupError` if that is not
-    writable) or ``"process"`` (the child alone). Children get
-    ``pdeathsig=SIGKILL`` unless the spawn options say otherwise. Scopes nest; each
-    stops its own children. Safe to use from several threads.
+    ``Supervisor(*, grace=5.0, stop_signal=SIGTERM, kill="group", cgroup_parent=None,
+    subreaper=False, clock=time.monotonic, random=random.random)``. On leaving the scope
+    every live child gets *stop_signal* (an ``int`` signal number, and then SIGCONT) at
+    once; whatever outlives the shared *grace* period (seconds; ``math.inf`` waits as
+    long as it takes) is SIGKILLed with a :class:`KilledAfterGraceWarning`, and
+    everything is reaped before ``__exit__`` returns. *kill* says what a stop reaches:
+    ``"group"`` (the child's process group, the default), ``"cgroup"`` (a cgroup v2
+    per child, created under *cgroup_parent* or our own cgroup;
+    :class:`tether.CgroupError` if that is not writable) or ``"process"`` (the child
+    alone). Children get ``pdeathsig=SIGKILL`` unless the spawn options say otherwise.
+    Scopes nest; each stops its own children. Safe to use from several threads.
 
     ``subreaper=True`` makes this process a child subreaper while the scope is open
     (process-wide; the previous value is restored when the last such scope ends), so
@@ -81,29 +80,11 @@ class Supervisor(SupervisorBase[Process]):
     seconds) and *random* (in ``[0, 1]``) drive the restart schedules; tests pass fakes.
     """
 
-    def __init__(
-        self,
-        *,
-        grace: float = DEFAULT_GRACE,
-        stop_signal: int = signal.SIGTERM,
-        kill: KillMode = "group",
-        cgroup_parent: str | os.PathLike[str] | None = None,
-        subreaper: bool = False,
-        clock: Callable[[], float] = time.monotonic,
-        random: Callable[[], float] = _random.random,
-    ) -> None:
-        super().__init__(
-            grace=grace,
-            stop_signal=stop_signal,
-            kill=kill,
-            cgroup_parent=cgroup_parent,
-            subreaper=subreaper,
-            clock=clock,
-            random=random,
-        )
+    def __init__(self, **settings: Unpack[ScopeSettings]) -> None:
+        super().__init__(**settings)
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
-        self._watcher: Watcher | None = None
+        self._watcher: Watcher[Supervised[Process]] | None = None
 
     @property
     def children(self) -> list[Process]:
@@ -150,7 +131,7 @@ class Supervisor(SupervisorBase[Process]):
                         "the supervisor scope ended while the child was being spawned"
                     )
                 if policy is not None and self._watcher is None:
-                    self._watcher = Watcher(self)
+                    self._watcher = Watcher(_WatcherHost(self))
                     for earlier in self._records:
                         if earlier.state == "running":
                             self._watcher.watch(earlier)
@@ -263,7 +244,7 @@ class Supervisor(SupervisorBase[Process]):
             failures = self._unseen_failures()
         report(exc, outcome, self._grace, self._stop_signal, failures)
 
-    # --- called by the watcher thread ---------------------------------------------------
+    # --- called by the watcher thread, through _WatcherHost -----------------------------
 
     def _child_exited(
         self, record: Supervised[Process], process: Process, status: Status | None
@@ -341,15 +322,46 @@ class Supervisor(SupervisorBase[Process]):
         """
         with self._lock:
             watcher = self._watcher
-            if watcher is None:
-                return
-            watcher.poked += 1
-            target = watcher.poked
-            watcher.wake()
+        if watcher is None:
+            return
+        target = watcher.poke()
+        with self._lock:
             if not self._changed.wait_for(
                 lambda: watcher.served >= target or not watcher.alive, timeout
             ):
                 raise TimeoutError("the tether-supervisor thread did not run a pass")
+
+
+class _WatcherHost:
+    """A :class:`Supervisor` as its watcher thread sees it (``_watcher.WatcherHost``)."""
+
+    __slots__ = ("_scope",)
+
+    def __init__(self, scope: Supervisor) -> None:
+        self._scope = scope
+
+    @property
+    def lock(self) -> threading.Lock:
+        return self._scope._lock
+
+    def next_restart_in(self) -> float | None:
+        return self._scope._next_restart_in()
+
+    def child_exited(
+        self, record: Supervised[Process], process: Process, status: Status | None
+    ) -> None:
+        self._scope._child_exited(record, process, status)
+
+    def restart_due(self) -> None:
+        self._scope._restart_due()
+
+    def notify_changed(self) -> None:
+        self._scope._changed.notify_all()
+
+    def watcher_failed(self, error: BaseException) -> None:
+        for record in self._scope._records:
+            record._unkeep(f"the {THREAD_NAME} thread failed: {error!r}")
+        self._scope._changed.notify_all()
 
 
 def _wait_for_any(processes: list[Process], timeout: float | None) -> None:

@@ -41,6 +41,7 @@ from .._core._process import Process, send_stop_signal
 from .._errors import TetherError
 from .._linux._cgroup import Cgroup
 from .._linux._pidfd import signal_pinned_group
+from .._linux._procfs import read_stat
 from .._spawn import SpawnOptions
 
 __all__ = ["KILL_PATIENCE", "KillMode", "ProcessTree", "prepare_options", "signal_pinned_group"]
@@ -58,17 +59,10 @@ def _live_member(pgid: int) -> bool:
         if not name.isdigit():
             continue
         try:
-            fd = os.open(f"/proc/{name}/stat", os.O_RDONLY | os.O_CLOEXEC)
-        except OSError:
+            stat = read_stat(int(name))
+        except OSError:  # not ours to read (hidepid): not in a group of ours either
             continue
-        try:
-            stat = os.read(fd, 512)
-        except OSError:
-            continue
-        finally:
-            os.close(fd)
-        fields = stat[stat.rfind(b")") + 2 :].split(b" ", 3)
-        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
+        if stat is not None and stat.pgid == pgid and stat.state not in ("Z", "X"):
             return True
     return False
 

@@ -9,19 +9,28 @@ policy is spawned starts one daemon thread, ``"tether-supervisor"``. It blocks i
   handle's fd is borrowed, so it cannot be closed under us), or, without pidfds, the
   borrowed fd of the handle's exit notifier, given back after the exit;
 * the read end of a wake-up pipe, written to when the scope ends, when a child is
-  added that must be looked at at once, and by the test hook ``Supervisor._poke``.
+  added that must be looked at at once, and when a test asks for a pass
+  (:meth:`Watcher.poke`, behind ``Supervisor._poke``).
 
-The epoll timeout is the time left until the earliest restart that is due, computed
-from the supervisor's clock: a restart is a timed wait, never a sleep loop. Once the
+The thread talks to its supervisor only through :class:`WatcherHost`, a small contract
+(``Supervisor`` implements it with a private adapter; ``tests/test_watcher.py`` with a
+fake), and sees each child only through a record it does not look into (:class:`Watched`:
+the handle of the current incarnation), handed back as it came.
+
+The epoll timeout is the time left until the earliest restart that is due, which the
+host computes on its clock (cut to the ~24.8 days ``epoll_wait`` can take; the
+thread asks again when it wakes): a restart is a timed wait, never a sleep loop. Once the
 thread has adopted a scope it watches *every* child of it, restart policy or not, so
-that ``wait_any``/``wait_all`` can wait on one condition variable that the thread
+that ``wait_any``/``wait_all`` can wait on one condition variable that the host
 notifies on each exit, restart and give-up.
 
 Each pass of the thread (after ``epoll_wait`` returns) reaps the children whose fds
-turned readable, hands their statuses to the supervisor (which asks the restart
-tracker), restarts the children that are due, then publishes the number of the last
+turned readable, hands their statuses to the host (which asks the restart tracker),
+has the host restart the children that are due, then publishes the number of the last
 poke it has served. ``Supervisor.__exit__`` stops the thread and joins it *before* it
-stops the children, so nothing restarts during the shutdown.
+stops the children, so nothing restarts during the shutdown. Should the thread die of
+an error, the host hears of it (:meth:`WatcherHost.watcher_failed`) before the error
+goes on to ``threading.excepthook``: no child is lost silently.
 """
 
 from __future__ import annotations
@@ -30,41 +39,87 @@ import contextlib
 import os
 import select
 import threading
-from typing import TYPE_CHECKING
+from typing import Generic, Protocol, TypeVar
 
 from .._core._process import ExitFdLease, Process
+from .._durations import poll_seconds
 from .._errors import StatusUnknownError
 from .._status import Status
-from ._records import Supervised
 
-if TYPE_CHECKING:
-    from ._supervisor import Supervisor
-
-__all__ = ["THREAD_NAME", "Watcher"]
+__all__ = ["THREAD_NAME", "Watched", "Watcher", "WatcherHost"]
 
 THREAD_NAME = "tether-supervisor"
 
-_Entry = tuple[Supervised[Process], Process, ExitFdLease | None]  # None: the fd is our dup
+
+class Watched(Protocol):
+    """A child as the watcher sees it: the handle of its current incarnation."""
+
+    @property
+    def process(self) -> Process:
+        """The incarnation to watch when the record is passed to :meth:`Watcher.watch`."""
+        ...
 
 
-class Watcher:
-    """The watching thread of one :class:`Supervisor`; every method but :meth:`stop` and
-    :meth:`wake` must be called with the supervisor's lock held."""
+R = TypeVar("R", bound=Watched)
+R_contra = TypeVar("R_contra", bound=Watched, contravariant=True)
 
-    def __init__(self, scope: Supervisor) -> None:
-        self._scope = scope
-        self._lock = scope._lock
+
+class WatcherHost(Protocol[R_contra]):
+    """What a :class:`Watcher` needs of the scope it serves.
+
+    The thread calls :meth:`next_restart_in`, :meth:`notify_changed` and
+    :meth:`watcher_failed` with :attr:`lock` held, :meth:`child_exited` and
+    :meth:`restart_due` without it (they take it as they need it).
+    """
+
+    @property
+    def lock(self) -> threading.Lock:
+        """The scope's lock; it also guards the watcher's own state."""
+        ...
+
+    def next_restart_in(self) -> float | None:
+        """Seconds until the earliest restart is due (0 if overdue); None if none is."""
+        ...
+
+    def child_exited(self, record: R_contra, process: Process, status: Status | None) -> None:
+        """*process*, the incarnation of *record* that was watched, has exited and is
+        reaped; *status* is None if another party took it."""
+        ...
+
+    def restart_due(self) -> None:
+        """Restart the children whose restart is due (at the end of every pass)."""
+        ...
+
+    def notify_changed(self) -> None:
+        """A pass is complete: wake whoever waits for the children or for :attr:`Watcher.served`."""
+        ...
+
+    def watcher_failed(self, error: BaseException) -> None:
+        """The thread is dying of *error*: nothing keeps the children alive any more."""
+        ...
+
+
+_Entry = tuple[R, Process, ExitFdLease | None]  # None: the fd is our dup
+
+
+class Watcher(Generic[R]):
+    """The watching thread of one scope, started at once; :meth:`watch` must be called
+    with the host's lock held, :meth:`poke` and :meth:`stop` without it."""
+
+    def __init__(self, host: WatcherHost[R]) -> None:
+        self._host = host
+        self._lock = host.lock
         self._epoll = select.epoll()
         self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         self._epoll.register(self._wake_r, select.EPOLLIN)
-        self._watched: dict[int, _Entry] = {}
-        self._ready: list[_Entry] = []  # exited before they could be watched
+        self._watched: dict[int, _Entry[R]] = {}
+        self._ready: list[_Entry[R]] = []  # exited before they could be watched
         self._stopping = False
         self._closed = False
         self.crashed = False
         """Whether the thread died of an error (waits then poll the children themselves)."""
         self.poked = 0
-        """How many pokes were asked for (``Supervisor._poke``)."""
+        """How many passes were asked for (:meth:`poke`)."""
         self.served = 0
         """The last poke a complete pass has seen."""
         self._thread = threading.Thread(target=self._run, name=THREAD_NAME, daemon=True)
@@ -75,9 +130,9 @@ class Watcher:
         """Whether the thread still runs."""
         return self._thread.is_alive()
 
-    def watch(self, record: Supervised[Process]) -> None:
+    def watch(self, record: R) -> None:
         """Watch the current incarnation of *record* for its exit."""
-        process = record._tree.process
+        process = record.process
         lease = ExitFdLease(process)
         fd = lease.acquire()
         if fd is None:  # reaped already
@@ -102,6 +157,15 @@ class Watcher:
         """Make the thread run a pass now."""
         with contextlib.suppress(BlockingIOError):  # full: it will wake anyway
             os.write(self._wake_w, b"\0")
+
+    def poke(self) -> int:
+        """Ask for a complete pass now; once :attr:`served` reaches the number returned, one
+        has run (the host's :meth:`~WatcherHost.notify_changed` says when to look)."""
+        with self._lock:
+            self.poked += 1
+            if not self._closed:  # else the pipe is gone, and so is the thread
+                self.wake()
+            return self.poked
 
     def stop(self) -> None:
         """Stop the thread, wait for it, and let go of every fd; idempotent."""
@@ -129,9 +193,7 @@ class Watcher:
         except BaseException as exc:  # a bug, or no memory: never lose children silently
             with self._lock:
                 self.crashed = True
-                for record in self._scope._records:
-                    record._unkeep(f"the {THREAD_NAME} thread failed: {exc!r}")
-                self._scope._changed.notify_all()
+                self._host.watcher_failed(exc)
             raise
 
     def _serve(self) -> None:
@@ -139,7 +201,7 @@ class Watcher:
             with self._lock:
                 if self._stopping:
                     return
-                timeout = self._scope._next_restart_in()
+                timeout = poll_seconds(self._host.next_restart_in())
             events = self._epoll.poll(-1 if timeout is None else timeout)
             with self._lock:
                 exits = []
@@ -158,13 +220,13 @@ class Watcher:
             for fd, (record, process, lease) in exits:
                 status = _reap(process)
                 _release(fd, lease)
-                self._scope._child_exited(record, process, status)
+                self._host.child_exited(record, process, status)
             for record, process, _ in ready:
-                self._scope._child_exited(record, process, _reap(process))
-            self._scope._restart_due()
+                self._host.child_exited(record, process, _reap(process))
+            self._host.restart_due()
             with self._lock:
                 self.served = seen
-                self._scope._changed.notify_all()
+                self._host.notify_changed()
 
 
 def _reap(process: Process) -> Status | None:
