@@ -231,7 +231,7 @@ async def test_stop_validates_grace() -> None:
 async def test_cancelled_before_open_process_starts_nothing(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(_async, "spawn", lambda *a, **k: pytest.fail("spawned"))
+    monkeypatch.setattr(_async, "start", lambda *a, **k: pytest.fail("spawned"))
     with anyio.CancelScope() as scope:
         scope.cancel()
         await _async.open_process(["sleep", "60"])

@@ -24,7 +24,14 @@ import pytest
 import tether
 import tether._native
 from tether._linux import _pidfd
-from tether._spawn import make_plan, start_child
+from tether._spawn import (
+    BACKENDS,
+    ChildStdio,
+    SpawnReceipt,
+    make_plan,
+    start_child,
+    undo,
+)
 
 PY = sys.executable
 PR_GET_DUMPABLE = 3
@@ -155,9 +162,12 @@ def test_a_refused_rlimit_is_reported_by_the_child() -> None:
     plan = dataclasses.replace(
         make_plan(["true"]), limits=((resource.RLIMIT_NOFILE, 2**31 - 1, 2**31 - 1),)
     )
+    receipt, stdio = SpawnReceipt(), ChildStdio()
     with pytest.raises(tether.SpawnError) as caught:
-        start_child(plan, "native")
+        start_child(plan, BACKENDS["native"], receipt, stdio)
     assert (caught.value.stage, caught.value.errno) == ("setrlimit", errno.EPERM)
+    assert receipt.pid == 0  # the failed child was reaped: nothing to undo
+    undo(receipt, stdio)
 
 
 def _cgroup2_mount() -> Path | None:

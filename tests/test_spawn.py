@@ -312,10 +312,12 @@ def test_emfile_while_creating_pipes_closes_every_partial_fd() -> None:
 
 
 def test_pidfd_shortage_falls_back_for_that_child(monkeypatch: pytest.MonkeyPatch) -> None:
-    def no_more_fds(pid: int, flags: int = 0) -> int:
+    def no_more_fds(*args: object) -> int:
         raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
 
     monkeypatch.setattr(os, "pidfd_open", no_more_fds)
+    # posix_spawn's child gets its pidfd in C, recorded before control returns
+    monkeypatch.setattr(tether._native.spawner, "pidfd_open_into", no_more_fds)
     process = tether.spawn(["sh", "-c", "exit 4"], backend="posix_spawn")
     monkeypatch.undo()
     assert process.pidfd is None

@@ -20,7 +20,7 @@ import pytest
 
 import tether
 from tether import Process, Status
-from tether._core._process import ExitFdLease
+from tether._core._lease import ExitFdLease
 from tether._supervise._watcher import THREAD_NAME, Watcher
 
 WAIT = 30.0
@@ -208,8 +208,8 @@ def test_stop_joins_the_thread_and_lets_go_of_every_fd(host: FakeHost) -> None:
         tether.spawn(READ_THEN_EXIT_3, stdin=tether.PIPE) as second,
     ):
         for process in (first, second):
-            with ExitFdLease(process):  # without pidfds the exit fd is made on first use
-                pass
+            with ExitFdLease(process) as lease:  # without pidfds the fd is made on first use
+                lease.acquire()
         fds = set(os.listdir("/proc/self/fd"))
         watcher = Watcher(host)
         watch(host, watcher, first)

@@ -5,9 +5,11 @@ signals go through it, so a recycled pid is never hit; statuses are decoded valu
 not magic integers. See the README and ``docs/`` for the guide.
 """
 
+from . import _version
 from ._aio._process import AsyncProcess, open_process, run_process
-from ._core._process import DEFAULT_GRACE, Process, spawn
+from ._core._process import DEFAULT_GRACE, Process
 from ._core._run import Completed, run
+from ._core._spawning import spawn
 from ._errors import (
     CalledProcessError,
     CgroupError,
@@ -68,7 +70,7 @@ __all__ = [
     "spawn",
 ]
 
-__version__ = "0.1.0.dev0"
+__version__ = _version.__version__
 
 
 def _rehome_public_names() -> None:

@@ -41,8 +41,10 @@ import anyio.lowlevel
 from anyio.abc import ByteReceiveStream, ByteSendStream
 from typing_extensions import Self, Unpack, final
 
-from .._core._process import DEFAULT_GRACE, ExitFdLease, Process, send_stop_signal, spawn
+from .._core._lease import ExitFdLease
+from .._core._process import DEFAULT_GRACE, Process, send_stop_signal
 from .._core._run import Completed, prepare_run
+from .._core._spawning import abort, prepare, start
 from .._errors import StatusUnknownError, TimeoutExpired
 from .._spawn import SpawnOptions, StrOrBytesPath
 from .._status import Status
@@ -155,7 +157,8 @@ class AsyncProcess:
     async def _watch_exit_fd(self) -> None:
         watch = self._watch = anyio.Event()
         try:
-            with ExitFdLease(self._process) as fd:
+            with ExitFdLease(self._process) as lease:
+                fd = lease.acquire()
                 if fd is None:  # reaped (or found lost) meanwhile
                     return
                 await anyio.wait_readable(fd)
@@ -242,6 +245,11 @@ class AsyncProcess:
         return repr(self._process).replace("<tether.Process", "<tether.AsyncProcess", 1)
 
 
+def wrap(process: Process) -> AsyncProcess:
+    """The async handle of a started *process*; its pipes become anyio streams."""
+    return AsyncProcess._wrap(process)
+
+
 def sync_process(handle: AsyncProcess) -> Process:
     """The synchronous handle under *handle* (for the supervisor's process trees)."""
     return handle._process
@@ -263,13 +271,12 @@ async def open_process(
     cancelled caller is never left with a child it cannot see.
     """
     await anyio.lowlevel.checkpoint()
-    process = spawn(argv, **options)
+    process = prepare(argv, **options)
     try:
-        return AsyncProcess._wrap(process)
+        start(process)
+        return wrap(process)
     except BaseException:
-        process.kill()
-        process.wait()
-        process.__exit__(None, None, None)
+        abort(process)
         raise
 
 

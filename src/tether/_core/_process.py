@@ -1,4 +1,4 @@
-"""``tether.Process``: the synchronous handle of one child, and ``tether.spawn``.
+"""``tether.Process``: the synchronous handle of one child.
 
 A handle owns its child from spawn to reap. Three rules keep it safe to share
 between threads:
@@ -13,37 +13,44 @@ between threads:
   therefore borrow the fd and the last one to give it back closes it.
 
 Without a pidfd (see ``_linux._exit_notifier``), the fd that waiters poll is a pipe
-fed by a watching thread, and the reap uses ``wait4(pid)``.
+fed by a watching thread, and the reap uses ``wait4(pid)``. The borrowing is done
+with the leases of ``_lease``.
 
-Code outside this module borrows that fd through an :class:`ExitFdLease` (a context
-manager) and waits without the exception :meth:`Process.wait` raises through
-:func:`wait_for_exit`; it never touches the handle's underscore attributes.
+A handle is made *before* its child (``_spawning``): the spawn writes the child into
+the handle's receipt, and :meth:`Process._take_child` then takes it over in one group
+of plain stores, which no signal handler can cut in two. Every release follows the
+same rule: an fd leaves its attribute before it is closed, so an interrupt can leak
+one but never get it closed twice, and a pidfd is closed only once its child is
+proven reaped (otherwise the child goes to the background reaper with it).
 """
 
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 import signal
 import threading
 import warnings
-from collections.abc import Callable, Iterable, Mapping
-from types import TracebackType
+from collections.abc import Callable
+from types import ModuleType, TracebackType
 from typing import IO
 
-from typing_extensions import Self, Unpack, final
+from typing_extensions import Self, final
 
-from .._durations import deadline_after, remaining
+from .._durations import check_duration
 from .._errors import StatusUnknownError, TimeoutExpired
 from .._linux import _pidfd
 from .._linux._exit_notifier import ExitNotifier
-from .._spawn import SpawnOptions, StrOrBytesPath, make_plan, start_child
+from .._spawn import ChildStdio, SpawnPlan, SpawnReceipt, undo
 from .._status import Status
 from ..limits import Limits
 from . import _exit_policy as _exit_policy  # registers the interpreter-exit policy
 from . import _registry
+from ._lease import ExitFdLease, wait_for_exit
+from ._pipes import close_pipes, open_pipe
 from ._reaper import REAPER
+
+_ABORT_ATTEMPTS = 100
 
 DEFAULT_GRACE = 5.0
 """Seconds :meth:`Process.stop` waits after the stop signal before it sends SIGKILL."""
@@ -79,36 +86,76 @@ class Process:
     _notifier: ExitNotifier | None
     _borrowers: int
     _detached: bool
+    _started: bool
+    _receipt: SpawnReceipt
+    _stdio: ChildStdio
+    _plan: SpawnPlan | None
+    _backend: ModuleType | None
 
     def __init__(self) -> None:
         raise TypeError("Process handles are created by tether.spawn()")
 
     @classmethod
-    def _from_spawn(
-        cls,
-        pid: int,
-        pidfd: int | None,
-        backend: str,
-        args: tuple[str, ...],
-        pipes: Mapping[int, int],
-    ) -> Process:
+    def _unstarted(cls, plan: SpawnPlan, backend: ModuleType) -> Process:
+        """A handle for the child *plan* describes, before that child exists."""
         self = object.__new__(cls)
-        self.pid = pid
-        self.backend = backend
-        self.args = args
-        self._lock = threading.Lock()
+        self.pid = 0
+        self.backend = backend.NAME
+        self.args = plan.args
+        self.stdin = self.stdout = self.stderr = None
         self._status = None
         self._lost = False
-        self._pidfd = _pidfd.open_pidfd(pid) if pidfd is None else pidfd
-        self._exit_fd = self._pidfd
+        self._pidfd = None
+        self._exit_fd = None
         self._notifier = None
         self._borrowers = 0
         self._detached = False
-        _registry.track(self)
-        self.stdin = _open_pipe(pipes.get(0), "wb")
-        self.stdout = _open_pipe(pipes.get(1), "rb")
-        self.stderr = _open_pipe(pipes.get(2), "rb")
+        self._started = False
+        self._receipt = SpawnReceipt()
+        self._stdio = ChildStdio()
+        self._plan = plan
+        self._backend = backend
+        self._lock = threading.Lock()  # last: __del__ takes a handle without it as half-made
         return self
+
+    def _take_child(self) -> None:
+        """Take over the child the spawn wrote into the receipt, and its pipes."""
+        receipt, stdio = self._receipt, self._stdio
+        self.stdin = open_pipe(stdio.take_parent_end(0), "wb")
+        self.stdout = open_pipe(stdio.take_parent_end(1), "rb")
+        self.stderr = open_pipe(stdio.take_parent_end(2), "rb")
+        # One group of plain stores: the child is the receipt's until here, ours after.
+        self.pid, self._pidfd, self._exit_fd, receipt.pidfd, self._started = (
+            receipt.pid,
+            receipt.pidfd,
+            receipt.pidfd,
+            None,
+            True,
+        )
+        self._plan = self._backend = None
+        _registry.track(self)
+
+    def _abort(self, grace: float) -> None:
+        """Undo a spawn, or end a child whose caller failed: stop it (*grace* seconds
+        after the stop signal, 0 to kill at once) and reap it, close every fd. An
+        interrupt meanwhile does not stop the undoing: it kills at once instead."""
+        if not self._started:
+            undo(self._receipt, self._stdio)
+        else:
+            for attempt in range(_ABORT_ATTEMPTS):
+                try:
+                    with contextlib.suppress(StatusUnknownError):
+                        if grace > 0:
+                            self.stop(grace)
+                        else:
+                            self.kill()
+                            self.wait()
+                    break
+                except BaseException:
+                    grace = 0.0
+                    if attempt == _ABORT_ATTEMPTS - 1:
+                        raise
+        close_pipes(self)
 
     @property
     def pidfd(self) -> int | None:
@@ -165,7 +212,7 @@ class Process:
         """
         with self._lock:
             self._check_attached()
-            if self._status is not None or self._lost:
+            if self._status is not None or self._lost or not self._started:
                 return
             if group:
                 _pidfd.signal_group(self.pid, self._pidfd, sig)
@@ -226,8 +273,7 @@ class Process:
         it. If the wait is interrupted (KeyboardInterrupt, ...), the child is killed
         and reaped before the exception propagates.
         """
-        if grace < 0:
-            raise ValueError(f"grace must not be negative, not {grace}")
+        grace = check_duration(grace, "grace")
         status = self.poll()
         if status is not None:
             return status
@@ -263,7 +309,9 @@ class Process:
             close_pipes(self)
 
     def __repr__(self) -> str:
-        if self._status is not None:
+        if not self._started:
+            state = "not started"
+        elif self._status is not None:
             state = str(self._status)
         elif self._lost:
             state = "status unknown"
@@ -278,17 +326,22 @@ class Process:
         lock = getattr(self, "_lock", None)
         if lock is None or self._detached:
             return
+        if not self._started:
+            undo(self._receipt, self._stdio)  # an abandoned spawn: normally a no-op
+            return
         running = False
         if self._status is None and not self._lost:
             try:
                 running = self.poll() is None
-            except Exception:
+            except StatusUnknownError:
                 running = False
+            except Exception:
+                running = True  # not proven reaped: its pidfd goes to the reaper, unclosed
         with lock:
+            self._borrowers = 0  # no lease outlives its handle: each holds a reference
             if running:
                 self._hand_to_reaper_locked(kill_at_exit=True)
             else:
-                self._borrowers = 0
                 self._release_locked(child_reaped=self._status is not None)
         if running:
             warnings.warn(
@@ -311,11 +364,10 @@ class Process:
             raise RuntimeError(f"process {self.pid} was detached: tether no longer owns it")
 
     def _hand_to_reaper_locked(self, *, kill_at_exit: bool) -> None:
-        pidfd, self._pidfd = self._pidfd, None
-        if self._notifier is not None:
-            self._notifier.close(child_reaped=False)
-            self._notifier = None
-        self._exit_fd = None
+        pidfd, self._pidfd, self._exit_fd = self._pidfd, None, None
+        notifier, self._notifier = self._notifier, None
+        if notifier is not None:
+            notifier.close(child_reaped=False)
         REAPER.take(self.pid, pidfd, kill_at_exit=kill_at_exit)
         _registry.untrack(self)
 
@@ -325,6 +377,8 @@ class Process:
         self._check_attached()
         if self._lost:
             raise StatusUnknownError(self.pid, self.args)
+        if not self._started:  # pid 0 would name every child of ours
+            raise RuntimeError("the child of this handle was never started")
         try:
             if self._pidfd is not None:
                 status = _pidfd.reap_pidfd(self._pidfd, self.pid)
@@ -343,111 +397,35 @@ class Process:
             _registry.untrack(self)
         return status
 
-    def _borrow_exit_fd(self) -> int | None:
+    def _borrow_exit_fd(self, lease: ExitFdLease) -> int | None:
         with self._lock:
-            if self._status is not None or self._lost or self._detached:
+            if self._status is not None or self._lost or self._detached or not self._started:
                 return None
             if self._exit_fd is None:
                 self._notifier = ExitNotifier(self.pid)
                 self._exit_fd = self._notifier.fileno
-            self._borrowers += 1
-            return self._exit_fd
+            fd = self._exit_fd
+            self._borrowers, lease.fd = self._borrowers + 1, fd  # counted and recorded at once
+            return fd
 
-    def _return_exit_fd(self) -> None:
+    def _return_exit_fd(self, lease: ExitFdLease) -> None:
         with self._lock:
-            self._borrowers -= 1
+            if lease.fd is None:
+                return
+            self._borrowers, lease.fd = self._borrowers - 1, None
             if self._status is not None or self._lost:
                 self._release_locked(child_reaped=True)
 
     def _release_locked(self, *, child_reaped: bool) -> None:
         if self._borrowers:
             return
-        if self._pidfd is not None:
-            os.close(self._pidfd)
-            self._pidfd = None
-        if self._notifier is not None:
-            self._notifier.close(child_reaped=child_reaped)
-            self._notifier = None
         self._exit_fd = None
-
-
-def spawn(argv: Iterable[StrOrBytesPath], **options: Unpack[SpawnOptions]) -> Process:
-    """Start *argv* as a child process and return its :class:`Process` handle.
-
-    Options are validated before anything is created: bad input raises
-    ``ValueError``/``TypeError``, a program that cannot run raises
-    :class:`tether.SpawnError`, and a failed spawn leaves no process, zombie or fd
-    behind. ``backend`` is ``"auto"`` (the fastest backend that supports the
-    options), ``"native"``, ``"posix_spawn"`` or ``"fork"``; every other option is
-    described in the user guide.
-    """
-    plan = make_plan(argv, **options)
-    pid, pidfd, backend_name, stdio = start_child(plan, options.get("backend", "auto"))
-    try:
-        return Process._from_spawn(pid, pidfd, backend_name, plan.args, stdio.parent_ends)
-    except BaseException:
-        stdio.close_all()
-        _kill_and_reap(pid)
-        raise
-
-
-@final
-class ExitFdLease:
-    """A borrowed exit fd of a child: it turns readable once the child has exited.
-
-    The fd is the child's pidfd, or the pipe of the no-pidfd fallback. While a lease is
-    out the fd stays open, even after the reap; the last lease given back closes it.
-    Used as a context manager, ``__enter__`` returns the fd, or None when the child is
-    reaped (or lost, or detached) already and there is nothing to wait for;
-    :meth:`acquire` and :meth:`release` do the same for a lease held across calls.
-    """
-
-    __slots__ = ("_fd", "_process")
-
-    def __init__(self, process: Process) -> None:
-        self._process = process
-        self._fd: int | None = None
-
-    def acquire(self) -> int | None:
-        """Borrow the fd (once); None when there is nothing to wait for."""
-        if self._fd is None:
-            self._fd = self._process._borrow_exit_fd()
-        return self._fd
-
-    def release(self) -> None:
-        """Give the fd back; idempotent."""
-        if self._fd is not None:
-            self._fd = None
-            self._process._return_exit_fd()
-
-    def __enter__(self) -> int | None:
-        return self.acquire()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.release()
-
-
-def wait_for_exit(process: Process, timeout: float | None) -> Status | None:
-    """Block until *process* exits, reap it and return its status; None after *timeout*.
-
-    :meth:`Process.wait` without the exception: a timeout is an answer here, so tether's
-    own waits (stop, shutdown, run) do not use ``TimeoutExpired`` for control flow.
-    Raises :class:`tether.StatusUnknownError` like ``wait``.
-    """
-    deadline = deadline_after(timeout)
-    while True:
-        with ExitFdLease(process) as fd:
-            if fd is None:  # reaped (or found lost) already
-                break
-            ready = _pidfd.wait_readable(fd, remaining(deadline))
-        if not ready:
-            return None
-        if process.poll() is not None:
-            break
-    status = process.poll()
-    if status is None:  # pragma: no cover - poll() raises when the status is lost
-        raise StatusUnknownError(process.pid, process.args)
-    return status
+        pidfd, self._pidfd = self._pidfd, None  # out of the record first: never closed twice
+        if pidfd is not None:
+            os.close(pidfd)
+        notifier, self._notifier = self._notifier, None
+        if notifier is not None:
+            notifier.close(child_reaped=child_reaped)
 
 
 def send_stop_signal(send: Callable[[int], None], sig: int) -> None:
@@ -458,26 +436,3 @@ def send_stop_signal(send: Callable[[int], None], sig: int) -> None:
     send(sig)
     if sig not in (signal.SIGKILL, signal.SIGCONT):
         send(signal.SIGCONT)
-
-
-def close_pipes(process: Process) -> None:
-    """Close the handle's pipes to the child; unflushed input it will never read is dropped."""
-    for pipe in (process.stdin, process.stdout, process.stderr):
-        if pipe is not None:
-            _close_quietly(pipe)
-
-
-def _kill_and_reap(pid: int) -> None:
-    os.kill(pid, signal.SIGKILL)
-    os.waitpid(pid, 0)
-
-
-def _open_pipe(fd: int | None, mode: str) -> IO[bytes] | None:
-    if fd is None:
-        return None
-    return io.open(fd, mode, buffering=-1)  # noqa: UP020
-
-
-def _close_quietly(pipe: IO[bytes]) -> None:
-    with contextlib.suppress(BrokenPipeError):  # unflushed input the child will never read
-        pipe.close()

@@ -89,6 +89,9 @@ class _Reaper:
         self.wait_idle(timeout=5.0)
 
     def _run(self, epoll: select.epoll) -> None:
+        signal.pthread_sigmask(
+            signal.SIG_BLOCK, signal.valid_signals()
+        )  # for the program's threads
         while True:
             for pidfd, _ in epoll.poll():
                 self._reap(epoll, pidfd)
@@ -106,6 +109,9 @@ class _Reaper:
             self._idle.notify_all()
 
     def _reap_by_pid(self, pid: int) -> None:
+        signal.pthread_sigmask(
+            signal.SIG_BLOCK, signal.valid_signals()
+        )  # for the program's threads
         with contextlib.suppress(ChildProcessError):
             os.waitid(os.P_PID, pid, os.WEXITED)
         with self._lock:

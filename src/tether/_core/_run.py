@@ -20,11 +20,14 @@ from typing import IO, cast
 
 from typing_extensions import Unpack, final
 
-from .._durations import deadline_after, poll_seconds, remaining
+from .._durations import check_duration, deadline_after, poll_seconds, remaining
 from .._errors import CalledProcessError, StatusUnknownError, TimeoutExpired
 from .._spawn import PIPE, SpawnOptions, StrOrBytesPath
 from .._status import Status
-from ._process import DEFAULT_GRACE, ExitFdLease, Process, spawn, wait_for_exit
+from ._lease import ExitFdLease, wait_for_exit
+from ._pipes import close_pipes
+from ._process import DEFAULT_GRACE, Process
+from ._spawning import abort, prepare, start
 
 CHUNK = 65536
 """Bytes read from or written to a pipe at a time."""
@@ -73,9 +76,11 @@ def run(
     """
     prepare_run(options, input=input, capture=capture, grace=grace)
     deadline = deadline_after(timeout)
-    process = spawn(argv, **options)
+    process = prepare(argv, **options)
     exchange = _Exchange(process, input)
     try:
+        start(process)
+        exchange.begin()
         exchange.run_until(deadline)
         status = wait_for_exit(process, remaining(deadline))
         if status is None:
@@ -86,7 +91,7 @@ def run(
             process.args, timeout or 0.0, exchange.output(1), exchange.output(2)
         ) from None
     except BaseException:
-        _stop(process, grace)
+        abort(process, grace)
         raise
     finally:
         exchange.close()
@@ -98,9 +103,12 @@ def run(
 
 def prepare_run(options: SpawnOptions, *, input: bytes | None, capture: bool, grace: float) -> None:
     """Check the arguments of ``run``/``run_process`` and pipe what they feed or capture."""
-    if grace < 0:
-        raise ValueError(f"grace must not be negative, not {grace}")
+    check_duration(grace, "grace")
     if input is not None:
+        try:
+            memoryview(input)
+        except TypeError:
+            raise TypeError(f"input must be bytes-like, not {type(input).__name__}") from None
         _claim(options, "stdin", "input")
         options["stdin"] = PIPE
     if capture:
@@ -141,7 +149,10 @@ class _Exchange:
         self._chunks: dict[int, list[bytes]] = {}
         self._input = memoryview(input or b"")
         self._written = 0
-        self._pipes = [pipe for pipe in (process.stdin, process.stdout, process.stderr) if pipe]
+
+    def begin(self) -> None:
+        """Register the started child's pipes."""
+        process = self._process
         if process.stdin is not None:
             if self._input:
                 os.set_blocking(process.stdin.fileno(), False)
@@ -161,14 +172,14 @@ class _Exchange:
     def close(self) -> None:
         """Close every pipe to the child."""
         self._selector.close()
-        for pipe in self._pipes:
-            _close_input(pipe)
+        close_pipes(self._process)
 
     def run_until(self, deadline: float | None) -> None:
         """Move data until the pipes close or the child exits; _DeadlinePassed at *deadline*."""
         if not self._selector.get_map():
             return
-        with ExitFdLease(self._process) as exit_fd:
+        with ExitFdLease(self._process) as lease:
+            exit_fd = lease.acquire()
             if exit_fd is None:
                 self._pump(deadline, watched=0)
                 return

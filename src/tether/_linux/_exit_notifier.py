@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import threading
 
 _JOIN_PATIENCE = 5.0
@@ -44,6 +45,7 @@ class ExitNotifier:
 
 
 def _watch(pid: int, write_end: int) -> None:
+    signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())  # for the program's threads
     try:
         # ECHILD: reaped already, by our owner or stolen; either way it has exited.
         with contextlib.suppress(ChildProcessError):

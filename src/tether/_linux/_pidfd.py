@@ -41,6 +41,8 @@ from ._probes import KERNEL, PIDFD_SIGNAL_PROCESS_GROUP, pidfd_group_signal
 __all__ = [
     "disable_pidfds",
     "exited_unreaped",
+    "names_our_child",
+    "note_pidfd_refusal",
     "open_pidfd",
     "pidfds_available",
     "reap_pid",
@@ -87,24 +89,44 @@ def open_pidfd(pid: int) -> int | None:
     try:
         pidfd = os.pidfd_open(pid)
     except OSError as exc:
-        if exc.errno in _REFUSED:
-            disable_pidfds()
+        note_pidfd_refusal(exc)
         return None
+    try:
+        ours = names_our_child(pidfd)
+    except BaseException:
+        os.close(pidfd)
+        raise
+    if not ours:
+        os.close(pidfd)
+        return None
+    return pidfd
+
+
+def note_pidfd_refusal(exc: OSError) -> None:
+    """Learn from a failed ``pidfd_open``: a refusal that will not change (ENOSYS, EPERM)
+    disables pidfds process-wide; a shortage (EMFILE, ...) concerns one child only."""
+    if exc.errno in _REFUSED:
+        disable_pidfds()
+
+
+def names_our_child(pidfd: int) -> bool:
+    """Whether the new *pidfd* names an unreaped child of ours (see :func:`open_pidfd`).
+
+    On Linux 5.3 (pidfds but no ``P_PIDFD`` yet) this cannot be told, and is assumed.
+    """
     KERNEL.pidfd_open = True
     try:
         os.waitid(_P_PIDFD, pidfd, os.WEXITED | os.WNOHANG | os.WNOWAIT)
     except ChildProcessError:
         KERNEL.waitid_pidfd = True
-        os.close(pidfd)
-        return None
+        return False
     except OSError as exc:  # EINVAL: Linux 5.3 has pidfds but no P_PIDFD yet
         if exc.errno != errno.EINVAL:
-            os.close(pidfd)
             raise
         KERNEL.waitid_pidfd = False
     else:
         KERNEL.waitid_pidfd = True
-    return pidfd
+    return True
 
 
 def signal_pidfd(pidfd: int, signum: int) -> bool:

@@ -457,26 +457,68 @@ int_array(struct owned *o, PyObject *seq, Py_ssize_t *count)
 PyDoc_STRVAR(spawn_doc,
 "spawn(program, argv, envp, cwd, fd_map, keep_fds, pass_fds, default_signals,\n"
 "      limits, groups, new_session, pgid, umask, cgroup_fd, pdeathsig,\n"
-"      no_new_privs, gid, uid, want_pidfd) -> (pid, pidfd, errno, stage)\n\n"
+"      no_new_privs, gid, uid, want_pidfd, receipt) -> (pid, pidfd, errno, stage)\n\n"
 "Start a child. On success errno is 0 and stage None; pidfd is -1 when none\n"
-"could be had. On failure pid is 0: the failed child has been reaped already.\n"
+"could be had, and receipt.pid and receipt.pidfd (None when -1) were set before\n"
+"returning. On failure pid is 0: the failed child has been reaped already.\n"
 "fd_map is a flat sequence of (source, target) pairs; limits a flat sequence of\n"
 "(resource, soft, hard) triples; envp None inherits the environment; groups\n"
 "None leaves the supplementary groups alone; -1 means 'unset' for pgid, umask,\n"
 "cgroup_fd, gid and uid.");
+
+/*
+ * Write the new child into the caller's receipt (its "pid" and "pidfd" attributes)
+ * before control returns to Python. A Python signal handler runs only between
+ * bytecodes, so from the moment the child exists until these stores, nothing can
+ * raise and lose it; once they are done, whoever holds the receipt holds the child.
+ * Should a store fail (no memory), the child is killed and reaped here instead.
+ */
+static int
+record_child(PyObject *receipt, pid_t pid, int pidfd)
+{
+    PyObject *pid_obj = PyLong_FromLong((long)pid);
+    PyObject *pidfd_obj = pidfd >= 0 ? PyLong_FromLong(pidfd) : Py_NewRef(Py_None);
+    int failed = pid_obj == NULL || pidfd_obj == NULL ||
+                 PyObject_SetAttrString(receipt, "pidfd", pidfd_obj) < 0 ||
+                 PyObject_SetAttrString(receipt, "pid", pid_obj) < 0;
+    Py_XDECREF(pid_obj);
+    Py_XDECREF(pidfd_obj);
+    if (!failed) {
+        return 0;
+    }
+    PyObject *type, *value, *traceback;
+    PyErr_Fetch(&type, &value, &traceback);
+    kill(pid, SIGKILL);
+    int status;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    if (pidfd >= 0) {
+        close(pidfd);
+    }
+    /* Nothing is left: the receipt must not name the closed fd or the reaped pid. */
+    PyObject *zero = PyLong_FromLong(0);
+    if (zero != NULL) {
+        PyObject_SetAttrString(receipt, "pid", zero);
+        Py_DECREF(zero);
+    }
+    PyObject_SetAttrString(receipt, "pidfd", Py_None);
+    PyErr_Clear();
+    PyErr_Restore(type, value, traceback);
+    return -1;
+}
 
 static PyObject *
 native_spawn(PyObject *module, PyObject *args)
 {
     const char *program;
     PyObject *argv, *envp, *fd_map, *keep, *pass, *defaults, *limits, *groups;
-    PyObject *cwd_obj;
+    PyObject *cwd_obj, *receipt;
     int new_session, pgid, umask_value, cgroup_fd, pdeathsig, no_new_privs, want_pidfd;
     long gid, uid;
-    if (!PyArg_ParseTuple(args, "yOOOOOOOOOpiiiipllp:spawn", &program, &argv, &envp, &cwd_obj,
+    if (!PyArg_ParseTuple(args, "yOOOOOOOOOpiiiipllpO:spawn", &program, &argv, &envp, &cwd_obj,
                           &fd_map, &keep, &pass, &defaults, &limits, &groups, &new_session,
                           &pgid, &umask_value, &cgroup_fd, &pdeathsig, &no_new_privs, &gid,
-                          &uid, &want_pidfd)) {
+                          &uid, &want_pidfd, &receipt)) {
         return NULL;
     }
     struct owned o = {0};
@@ -572,12 +614,117 @@ native_spawn(PyObject *module, PyObject *args)
     else if (child_error != 0) {
         result = Py_BuildValue("(iiis)", 0, -1, child_error, stage_names[child_stage]);
     }
-    else {
+    else if (record_child(receipt, pid, pidfd) == 0) {
         result = Py_BuildValue("(iiiO)", (int)pid, pidfd, 0, Py_None);
     }
 done:
     release(&o);
     return result;
+}
+
+/*
+ * fork_into(receipt): os.fork() for the fork backend, with its failure-report pipe.
+ * The pipe's read end is stored as receipt.report before the fork, and the child's pid
+ * as receipt.pid right after it, both before control returns to Python: no signal
+ * handler can raise between a new fd or a new child and its record. Returns
+ * (pid, -1) in the parent and (0, write end of the pipe) in the child. The interpreter's
+ * own before/after-fork steps and at-fork handlers run as with os.fork().
+ */
+static PyObject *
+native_fork_into(PyObject *module, PyObject *receipt)
+{
+    if (PySys_Audit("os.fork", NULL) < 0) {
+        return NULL;
+    }
+    int report[2];
+    if (pipe2(report, O_CLOEXEC) < 0) {
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    PyObject *read_obj = PyLong_FromLong(report[0]);
+    if (read_obj == NULL || PyObject_SetAttrString(receipt, "report", read_obj) < 0) {
+        Py_XDECREF(read_obj);
+        close(report[0]);
+        close(report[1]);
+        return NULL;
+    }
+    Py_DECREF(read_obj);
+    PyOS_BeforeFork();
+    pid_t pid = fork();
+    int saved_errno = errno;
+    if (pid == 0) {
+        PyOS_AfterFork_Child();
+        close(report[0]);
+        return Py_BuildValue("(ii)", 0, report[1]);
+    }
+    PyOS_AfterFork_Parent();
+    close(report[1]);
+    if (pid < 0) {
+        errno = saved_errno;
+        return PyErr_SetFromErrno(PyExc_OSError); /* receipt.report is closed by undo */
+    }
+    PyObject *pid_obj = PyLong_FromLong((long)pid);
+    if (pid_obj == NULL || PyObject_SetAttrString(receipt, "pid", pid_obj) < 0) {
+        int status;
+        kill(pid, SIGKILL);
+        while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+        }
+        Py_XDECREF(pid_obj);
+        return NULL;
+    }
+    Py_DECREF(pid_obj);
+    return Py_BuildValue("(ii)", (int)pid, -1);
+}
+
+/*
+ * pidfd_open_into(receipt, pid): pidfd_open(pid), stored as receipt.pidfd before
+ * control returns to Python. Raises OSError as os.pidfd_open does.
+ */
+static PyObject *
+native_pidfd_open_into(PyObject *module, PyObject *args)
+{
+    PyObject *receipt;
+    int pid;
+    if (!PyArg_ParseTuple(args, "Oi:pidfd_open_into", &receipt, &pid)) {
+        return NULL;
+    }
+    int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+    if (pidfd < 0) {
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    PyObject *pidfd_obj = PyLong_FromLong(pidfd);
+    if (pidfd_obj == NULL || PyObject_SetAttrString(receipt, "pidfd", pidfd_obj) < 0) {
+        Py_XDECREF(pidfd_obj);
+        close(pidfd);
+        return NULL;
+    }
+    return pidfd_obj;
+}
+
+/*
+ * dup_into(target, attribute, fd): dup fd (close-on-exec) and store the new fd as
+ * target.attribute before returning to Python, so that no signal handler can raise
+ * between the new fd and its record and leak it.
+ */
+static PyObject *
+native_dup_into(PyObject *module, PyObject *args)
+{
+    PyObject *target;
+    const char *attribute;
+    int fd;
+    if (!PyArg_ParseTuple(args, "Osi:dup_into", &target, &attribute, &fd)) {
+        return NULL;
+    }
+    int copy = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (copy < 0) {
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    PyObject *copy_obj = PyLong_FromLong(copy);
+    if (copy_obj == NULL || PyObject_SetAttrString(target, attribute, copy_obj) < 0) {
+        Py_XDECREF(copy_obj);
+        close(copy);
+        return NULL;
+    }
+    return copy_obj;
 }
 
 static PyObject *
@@ -591,6 +738,16 @@ native_clone_pidfd(PyObject *module, PyObject *unused)
 
 static PyMethodDef methods[] = {
     {"spawn", native_spawn, METH_VARARGS, spawn_doc},
+    {"dup_into", native_dup_into, METH_VARARGS,
+     "dup_into(target, attribute, fd): a close-on-exec dup of fd, also stored as\n"
+     "target.attribute before returning to Python."},
+    {"fork_into", native_fork_into, METH_O,
+     "fork_into(receipt): os.fork() with a close-on-exec report pipe: receipt.report\n"
+     "(its read end) and receipt.pid are stored before returning to Python; returns\n"
+     "(pid, -1) in the parent, (0, write end) in the child."},
+    {"pidfd_open_into", native_pidfd_open_into, METH_VARARGS,
+     "pidfd_open_into(receipt, pid): pidfd_open(pid), also stored as receipt.pidfd\n"
+     "before returning to Python."},
     {"clone_pidfd", native_clone_pidfd, METH_NOARGS,
      "Whether clone(CLONE_PIDFD) worked (None until the first spawn)."},
     {NULL, NULL, 0, NULL},

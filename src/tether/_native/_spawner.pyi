@@ -27,9 +27,22 @@ def spawn(
     gid: int,
     uid: int,
     want_pidfd: bool,
+    receipt: object,
     /,
 ) -> tuple[int, int, int, SpawnStage | None]:
-    """Start a child: ``(pid, pidfd, 0, None)``, or ``(0, -1, errno, stage)`` on failure."""
+    """Start a child: ``(pid, pidfd, 0, None)``, also stored as ``receipt.pid`` and
+    ``receipt.pidfd`` before returning; ``(0, -1, errno, stage)`` on failure."""
 
 def clone_pidfd() -> bool | None:
     """Whether ``clone(CLONE_PIDFD)`` worked (None until the first spawn)."""
+
+def fork_into(receipt: object, /) -> tuple[int, int]:
+    """``os.fork()`` with a report pipe: ``receipt.report`` (its read end) and
+    ``receipt.pid`` are stored before returning; ``(pid, -1)`` in the parent,
+    ``(0, write end)`` in the child."""
+
+def pidfd_open_into(receipt: object, pid: int, /) -> int:
+    """``os.pidfd_open(pid)``, also stored as ``receipt.pidfd`` before returning."""
+
+def dup_into(target: object, attribute: str, fd: int, /) -> int:
+    """A close-on-exec dup of *fd*, also stored as ``target.attribute`` before returning."""

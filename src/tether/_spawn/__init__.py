@@ -30,7 +30,8 @@ from ._plan import (
     StrOrBytesPath,
     make_plan,
 )
-from ._spawner_thread import run_in_spawner_thread
+from ._receipt import SpawnReceipt, undo
+from ._spawner_thread import Job, run_in_spawner_thread
 from ._stdio import ChildStdio, prepare_stdio
 
 __all__ = [
@@ -43,12 +44,14 @@ __all__ = [
     "ChildStdio",
     "SpawnOptions",
     "SpawnPlan",
+    "SpawnReceipt",
     "StdioOption",
     "StrOrBytesPath",
     "backends",
     "choose_backend",
     "make_plan",
     "start_child",
+    "undo",
 ]
 
 BACKENDS: dict[str, ModuleType] = {module.NAME: module for module in (_native, _posix_spawn, _fork)}
@@ -121,20 +124,21 @@ def choose_backend(plan: SpawnPlan, requested: str) -> ModuleType:
     return backend
 
 
-def start_child(plan: SpawnPlan, requested: str) -> tuple[int, int | None, str, ChildStdio]:
-    """Start *plan*; return the pid, its pidfd if the backend made one, the backend that
-    ran, and our ends of the child's pipes. Every fd made for the spawn is closed again
-    when it fails.
+def start_child(
+    plan: SpawnPlan, backend: ModuleType, receipt: SpawnReceipt, stdio: ChildStdio
+) -> None:
+    """Start *plan* with *backend* (from :func:`choose_backend`).
+
+    The child is written into *receipt* and the spawn's fds into *stdio*, both made by
+    the caller before the call: on any failure, the caller undoes them with
+    :func:`undo`, which is how an interrupt at any point leaves nothing behind.
     """
-    backend = choose_backend(plan, requested)
-    stdio = prepare_stdio(plan)
-    try:
-        if plan.pdeathsig and threading.current_thread() is not threading.main_thread():
-            pid, pidfd = run_in_spawner_thread(backend.spawn, plan, stdio)
-        else:
-            pid, pidfd = backend.spawn(plan, stdio)
-    except BaseException:
-        stdio.close_all()
-        raise
+    prepare_stdio(plan, stdio)
+    in_main = threading.current_thread() is threading.main_thread()
+    if (plan.pdeathsig and not in_main) or (in_main and not backend.RECORDS_IN_C):
+        job = Job(backend.spawn, (plan, stdio, receipt))
+        receipt.job = job
+        run_in_spawner_thread(job)
+    else:
+        backend.spawn(plan, stdio, receipt)
     stdio.close_child_only()
-    return pid, pidfd, backend.NAME, stdio

@@ -19,13 +19,18 @@ import os
 import resource
 import signal
 
+from .. import _native
 from .._errors import SPAWN_STAGES, SpawnError
 from .._linux import _prctl  # imported here, in the parent: it loads libc once
 from ._plan import SpawnPlan
+from ._receipt import SpawnReceipt, open_pidfd_into
 from ._stdio import ChildStdio
 
 NAME = "fork"
 AVAILABLE = True
+RECORDS_IN_C = _native.available
+"""With the extension, the fork and its report pipe are recorded in C; without it, this
+runs on the spawner thread when called from the main thread."""
 
 _FAILED_EXIT = 127
 _MAX_ERRNO = 4096  # the kernel's errno values are below MAX_ERRNO
@@ -35,29 +40,49 @@ REFUSES: tuple[str, ...] = ()
 """Every plan can use this backend."""
 
 
-def spawn(plan: SpawnPlan, stdio: ChildStdio) -> tuple[int, int | None]:
-    """Fork, set the child up as *plan* says, exec; return the pid (no pidfd) or raise."""
+def spawn(plan: SpawnPlan, stdio: ChildStdio, receipt: SpawnReceipt) -> None:
+    """Fork, set the child up as *plan* says, exec; the child goes into *receipt*.
+
+    ``receipt.pid`` is set by the fork itself (see ``_receipt`` for why and where this
+    runs). A child that fails before exec is reaped and :class:`SpawnError` raised.
+    """
     env = os.environ if plan.env is None else plan.env
     parent = os.getpid()
-    report_read, report_write = os.pipe()
     try:
-        try:
-            pid = os.fork()
-        except OSError as exc:
-            raise plan.failure(exc.errno, "fork") from None
-        if pid == 0:
-            _child(plan, stdio, env, report_write, parent)  # never returns
-        os.close(report_write)
-        report_write = -1
-        report = _read_all(report_read)
-    finally:
+        pid, report_write = _fork_into(receipt)
+    except OSError as exc:
+        raise plan.failure(exc.errno, "fork") from None
+    if pid == 0:
+        _child(plan, stdio, env, report_write, parent)  # never returns
+    report_read = receipt.report
+    assert report_read is not None, "made by the fork"
+    report = _read_all(report_read)
+    receipt.report = None  # out of the record, then closed: never twice
+    os.close(report_read)
+    if report:
+        os.waitpid(receipt.pid, 0)
+        receipt.pid = 0
+        raise _decode_report(report, plan)
+    open_pidfd_into(receipt)
+
+
+def _fork_into(receipt: SpawnReceipt) -> tuple[int, int]:
+    """Fork with the report pipe; the parent gets ``(pid, -1)``, the child ``(0, write end)``.
+
+    With the extension, the pipe and the pid are recorded in C; without it this runs
+    only on the spawner thread, where no signal handler can raise.
+    """
+    if _native.available:
+        return _native.spawner.fork_into(receipt)
+    report_read, report_write = os.pipe()
+    receipt.report = report_read
+    pid = os.fork()
+    if pid == 0:
         os.close(report_read)
-        if report_write != -1:
-            os.close(report_write)
-    if not report:
-        return pid, None
-    os.waitpid(pid, 0)
-    raise _decode_report(report, plan)
+        return 0, report_write
+    receipt.pid = pid
+    os.close(report_write)
+    return pid, -1
 
 
 def _child(plan: SpawnPlan, stdio: ChildStdio, env: object, report: int, parent: int) -> None:

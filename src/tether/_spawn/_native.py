@@ -11,23 +11,26 @@ from __future__ import annotations
 from .. import _native
 from .._linux import _pidfd
 from ._plan import SpawnPlan
+from ._receipt import SpawnReceipt
 from ._stdio import ChildStdio
 
 NAME = "native"
 AVAILABLE = _native.available
+RECORDS_IN_C = True
+"""The C spawner writes its child into the receipt before returning to Python."""
 
 
 REFUSES = ("preexec_fn",)
 """Python code cannot run in a child that shares the parent's memory."""
 
 
-def spawn(plan: SpawnPlan, stdio: ChildStdio) -> tuple[int, int | None]:
-    """Start the child of *plan*; return its pid and pidfd, or raise :class:`SpawnError`."""
+def spawn(plan: SpawnPlan, stdio: ChildStdio, receipt: SpawnReceipt) -> None:
+    """Start the child of *plan* into *receipt* (stored in C), or raise :class:`SpawnError`."""
     keep = sorted({0, 1, 2, *plan.pass_fds, stdio.cgroup_procs} - {-1})
     fd_map = [fd for pair in stdio.fd_map for fd in pair]
     limits = [value for triple in plan.limits for value in triple]
     envp = None if plan.env is None else [key + b"=" + value for key, value in plan.env.items()]
-    pid, pidfd, code, stage = _native.spawner.spawn(
+    _, _, code, stage = _native.spawner.spawn(
         plan.program,
         plan.argv,
         envp,
@@ -47,7 +50,7 @@ def spawn(plan: SpawnPlan, stdio: ChildStdio) -> tuple[int, int | None]:
         -1 if plan.gid is None else plan.gid,
         -1 if plan.uid is None else plan.uid,
         _pidfd.pidfds_available(),
+        receipt,
     )
     if code:
         raise plan.failure(code, stage or "fork")
-    return pid, None if pidfd < 0 else pidfd

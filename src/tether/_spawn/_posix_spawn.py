@@ -22,18 +22,25 @@ from typing import Any
 
 from .._errors import SpawnError
 from ._plan import SETUP_OPTIONS, SpawnPlan
+from ._receipt import SpawnReceipt, open_pidfd_into
 from ._stdio import ChildStdio
 
 NAME = "posix_spawn"
 AVAILABLE = True
+RECORDS_IN_C = False
+"""The pid is a return value: from the main thread, this runs on the spawner thread."""
 
 
 REFUSES = SETUP_OPTIONS
 """Every option that needs the child set up between fork and exec."""
 
 
-def spawn(plan: SpawnPlan, stdio: ChildStdio) -> tuple[int, int | None]:
-    """Start the child of *plan*; return its pid (and no pidfd), or raise :class:`SpawnError`."""
+def spawn(plan: SpawnPlan, stdio: ChildStdio, receipt: SpawnReceipt) -> None:
+    """Start the child of *plan* into *receipt*, or raise :class:`SpawnError`.
+
+    Runs only where no signal handler can raise between the spawn and the store (see
+    ``_receipt``).
+    """
     keep = {0, 1, 2, *plan.pass_fds}
     actions: list[tuple[int, ...]] = [(os.POSIX_SPAWN_DUP2, src, dst) for src, dst in stdio.fd_map]
     actions.extend((os.POSIX_SPAWN_DUP2, fd, fd) for fd in plan.pass_fds if fd > 2)
@@ -46,13 +53,12 @@ def spawn(plan: SpawnPlan, stdio: ChildStdio) -> tuple[int, int | None]:
     }
     if plan.process_group is not None:
         options["setpgroup"] = plan.process_group
+    env = os.environ if plan.env is None else plan.env
     try:
-        pid = os.posix_spawn(
-            plan.program, plan.argv, os.environ if plan.env is None else plan.env, **options
-        )
+        receipt.pid = os.posix_spawn(plan.program, plan.argv, env, **options)
     except OSError as exc:
         raise _spawn_error(exc, plan) from None
-    return pid, None
+    open_pidfd_into(receipt)
 
 
 def _inheritable_fds() -> list[int]:

@@ -31,28 +31,31 @@ class ChildStdio:
     """The ``cgroup.procs`` file the child writes itself into; -1 for none."""
 
     def close_child_only(self) -> None:
-        """Close what only the child needed (after a spawn, successful or not)."""
-        for fd in self.child_only:
-            os.close(fd)
-        self.child_only.clear()
+        """Close what only the child needed (after a spawn, successful or not).
+
+        Each fd leaves the list before it is closed: an interrupt may leak one, but
+        never gets it closed twice.
+        """
+        while self.child_only:
+            os.close(self.child_only.pop())
+
+    def take_parent_end(self, target: int) -> int | None:
+        """Hand over our end of the pipe to the child's fd *target*; it is no longer ours."""
+        return self.parent_ends.pop(target, None)
 
     def close_all(self) -> None:
-        """Close every fd made for this spawn (after a failed spawn)."""
+        """Close every fd made for this spawn that nobody took over (after a failure)."""
         self.close_child_only()
-        for fd in self.parent_ends.values():
-            os.close(fd)
-        self.parent_ends.clear()
+        while self.parent_ends:
+            os.close(self.parent_ends.popitem()[1])
 
 
-def prepare_stdio(plan: SpawnPlan) -> ChildStdio:
-    """Create the pipes and /dev/null fds that *plan* asks for, and the fd map."""
-    stdio = ChildStdio()
-    try:
-        _fill(stdio, plan)
-    except BaseException:
-        stdio.close_all()
-        raise
-    return stdio
+def prepare_stdio(plan: SpawnPlan, stdio: ChildStdio) -> None:
+    """Create the pipes and /dev/null fds that *plan* asks for, and the fd map, in *stdio*.
+
+    The caller owns *stdio* from before the first fd exists and closes it on failure.
+    """
+    _fill(stdio, plan)
 
 
 def _fill(stdio: ChildStdio, plan: SpawnPlan) -> None:

@@ -56,16 +56,17 @@ import anyio.lowlevel
 from anyio.abc import TaskGroup
 from typing_extensions import Self, Unpack, final
 
-from .._aio._process import AsyncProcess, close_pipes, open_process, sync_process
+from .._aio._process import AsyncProcess, close_pipes, wrap
 from .._errors import StatusUnknownError
 from .._spawn import SpawnOptions, StrOrBytesPath
 from .._status import Status
 from ._base import ScopeSettings, SupervisorBase
 from ._keepers import Keepers
+from ._launch import Launch
 from ._records import Supervised, frozen_argv, frozen_options, parse_policy, stop_leftovers
 from ._restart import Backoff, RestartMode, RestartPolicy
 from ._shutdown import POLL_FIRST_DELAY, POLL_MAX_DELAY, Outcome, abandon, close_all, finish, report
-from ._tree import KILL_PATIENCE, ProcessTree, prepare_options
+from ._tree import KILL_PATIENCE, ProcessTree
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found, unused-ignore]
@@ -133,10 +134,10 @@ class AsyncSupervisor(SupervisorBase[AsyncProcess]):
         self._check_open("start")
         self._release_finished()
         handle, tree = await self._launch(argv, options)
+        self._handles[id(tree)] = handle
+        self._trees.append(tree)  # from here on the scope's end stops it, come what may
         record = Supervised(handle, tree, argv, options, self._tracker(policy))
         self._records.append(record)
-        self._trees.append(tree)
-        self._handles[id(tree)] = handle
         if policy is not None and self._task_group is not None:
             try:
                 self._keepers.start(self._task_group, record)
@@ -251,24 +252,24 @@ class AsyncSupervisor(SupervisorBase[AsyncProcess]):
     async def _launch(
         self, argv: Iterable[StrOrBytesPath], options: SpawnOptions
     ) -> tuple[AsyncProcess, ProcessTree]:
-        """Start one incarnation in a tree of its own; nothing is left behind if that fails."""
-        cgroup = self._new_cgroup()
+        """Start one incarnation in a tree of its own; nothing is left behind if that fails.
+
+        Cancellation is checked before the spawn, never after it.
+        """
+        await anyio.lowlevel.checkpoint()
+        if self._state != "open":  # the scope ended while we checkpointed
+            raise RuntimeError("the supervisor scope ended while the child was being started")
+        launch = Launch()
+        handle: AsyncProcess | None = None
         try:
-            handle = await open_process(argv, **prepare_options(self._kill, options, cgroup))
-        except BaseException:
-            if cgroup is not None:
-                cgroup.remove()
-            raise
-        tree = ProcessTree(sync_process(handle), self._kill, cgroup)
-        try:
-            tree.pin_group()
-            if self._state != "open":  # the scope ended while open_process checkpointed
-                raise RuntimeError("the supervisor scope ended while the child was being started")
+            tree = launch.run(self._kill, self._cgroup_parent, argv, options)
+            handle = wrap(tree.process)
+            return handle, tree
         except BaseException as exc:
-            abandon(tree, exc)
-            close_pipes(handle)
+            launch.undo(exc)
+            if handle is not None:
+                close_pipes(handle)
             raise
-        return handle, tree
 
     async def _until_change(self, records: list[Supervised[AsyncProcess]]) -> None:
         """Wait until a plain child among *records* exits or a keeper reports a change."""
@@ -301,8 +302,8 @@ class AsyncSupervisor(SupervisorBase[AsyncProcess]):
                 record._fail(status, f"restart {record.restarts + 1} failed to spawn: {exc}", exc)
                 self._keepers.notify()
             return
-        self._trees.append(tree)
         self._handles[id(tree)] = handle
+        self._trees.append(tree)
         record._restarted(handle, tree)
         self._keepers.notify()
 

@@ -27,7 +27,8 @@ import traceback
 import warnings
 from collections.abc import Callable, Sequence
 
-from .._core._process import Process, wait_for_exit
+from .._core._lease import wait_for_exit
+from .._core._process import Process
 from .._durations import remaining
 from .._errors import KilledAfterGraceWarning, StatusUnknownError
 from .._status import signal_name

@@ -26,6 +26,7 @@ the scope begins to end: the watcher thread is joined before any child is stoppe
 from __future__ import annotations
 
 import contextlib
+import functools
 import select
 import signal
 import threading
@@ -34,12 +35,15 @@ from types import TracebackType
 
 from typing_extensions import Self, Unpack, final
 
-from .._core._process import ExitFdLease, Process, close_pipes, spawn
+from .._core._lease import ExitFdLease
+from .._core._pipes import close_pipes
+from .._core._process import Process
 from .._durations import deadline_after, poll_millis, remaining
 from .._errors import TimeoutExpired
 from .._spawn import SpawnOptions, StrOrBytesPath
 from .._status import Status
 from ._base import ScopeSettings, SupervisorBase
+from ._launch import Launch
 from ._records import (
     Supervised,
     frozen_argv,
@@ -50,7 +54,7 @@ from ._records import (
 )
 from ._restart import Backoff, RestartMode, RestartPolicy
 from ._shutdown import Outcome, abandon, report, shutdown
-from ._tree import KillMode, ProcessTree, prepare_options
+from ._tree import KillMode, ProcessTree
 from ._watcher import THREAD_NAME, Watcher
 
 __all__ = ["KillMode", "Supervisor"]
@@ -85,6 +89,7 @@ class Supervisor(SupervisorBase[Process]):
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._watcher: Watcher[Supervised[Process]] | None = None
+        self._launches: set[Launch] = set()  # incarnations being started, until recorded
 
     @property
     def children(self) -> list[Process]:
@@ -119,11 +124,13 @@ class Supervisor(SupervisorBase[Process]):
         policy = parse_policy(restart, backoff)
         if policy is not None:
             argv, options = frozen_argv(argv), frozen_options(options)
+        launch = Launch()
         with self._lock:
             self._check_open("spawn")
             self._release_finished()
-        tree = self._launch(argv, options)
+            self._launches.add(launch)  # from here the scope's end undoes it, if nothing else
         try:
+            tree = launch.run(self._kill, self._cgroup_parent, argv, options)
             record = Supervised(tree.process, tree, argv, options, self._tracker(policy))
             with self._lock:
                 if self._state != "open":
@@ -137,12 +144,12 @@ class Supervisor(SupervisorBase[Process]):
                             self._watcher.watch(earlier)
                 if self._watcher is not None:
                     self._watcher.watch(record)
+                self._trees.append(tree)  # first: from here the scope's end stops it
                 self._records.append(record)
-                self._trees.append(tree)
+                self._launches.discard(launch)
                 return tree.process
         except BaseException as exc:
-            abandon(tree, exc)
-            close_pipes(tree.process)
+            self._undo_launch(launch, exc)
             raise
 
     def wait_any(self, timeout: float | None = None) -> Process:
@@ -215,8 +222,13 @@ class Supervisor(SupervisorBase[Process]):
         with self._lock:
             self._state = "closed"
             watcher = self._watcher
+            mine = threading.get_ident()
+            stranded = [launch for launch in self._launches if launch.owner == mine]
         outcome = Outcome()
         trees: list[ProcessTree] = []
+        for launch in stranded:  # a spawn whose own cleanup an interrupt cut short
+            stranding = RuntimeError("a child being spawned when the scope ended")
+            outcome.attempt(None, functools.partial(self._undo_launch, launch, stranding))
         try:
             if watcher is not None:
                 try:
@@ -273,9 +285,11 @@ class Supervisor(SupervisorBase[Process]):
                 return
             stop_leftovers(record._tree, signal.SIGKILL)
             self._release_finished()
+        launch = Launch()
         try:
-            tree = self._launch(record._argv, record._options)
+            tree = launch.run(self._kill, self._cgroup_parent, record._argv, record._options)
         except Exception as exc:
+            launch.undo(exc)
             with self._lock:
                 status = record._tree.process.status
                 record._fail(status, f"restart {record.restarts + 1} failed to spawn: {exc}", exc)
@@ -297,23 +311,12 @@ class Supervisor(SupervisorBase[Process]):
         for note in getattr(error, "__notes__", ()):
             logger.error("%s", note)
 
-    def _launch(self, argv: Iterable[StrOrBytesPath], options: SpawnOptions) -> ProcessTree:
-        """Spawn one incarnation in a tree of its own; nothing is left behind if that fails."""
-        cgroup = self._new_cgroup()
-        try:
-            process = spawn(argv, **prepare_options(self._kill, options, cgroup))
-        except BaseException:
-            if cgroup is not None:
-                cgroup.remove()
-            raise
-        tree = ProcessTree(process, self._kill, cgroup)
-        try:
-            tree.pin_group()
-        except BaseException as exc:
-            abandon(tree, exc)
-            close_pipes(process)
-            raise
-        return tree
+    def _undo_launch(self, launch: Launch, error: BaseException) -> None:
+        """Take apart an incarnation that was not recorded (notes on *error* say what
+        failed doing so); it is no longer pending."""
+        launch.undo(error)
+        with self._lock:
+            self._launches.discard(launch)
 
     def _poke(self, timeout: float = 30.0) -> None:
         """For tests: wake the watcher thread and return once it has run a full pass.
@@ -369,7 +372,7 @@ def _wait_for_any(processes: list[Process], timeout: float | None) -> None:
     poller = select.poll()
     with contextlib.ExitStack() as leases:
         for process in processes:
-            fd = leases.enter_context(ExitFdLease(process))
+            fd = leases.enter_context(ExitFdLease(process)).acquire()
             if fd is None:
                 return  # reaped meanwhile
             poller.register(fd, select.POLLIN)

@@ -37,6 +37,7 @@ from typing import Literal, TypeAlias
 
 from typing_extensions import final
 
+from .. import _native
 from .._core._process import Process, send_stop_signal
 from .._errors import TetherError
 from .._linux._cgroup import Cgroup
@@ -84,7 +85,10 @@ class ProcessTree:
         """Keep a dup of the leader's pidfd: it names the group even after the leader's reap."""
         pidfd = self.process.pidfd
         if self.mode == "group" and pidfd is not None:
-            self.group_fd = os.dup(pidfd)
+            if _native.available:  # recorded before control returns: an interrupt cannot leak it
+                _native.spawner.dup_into(self, "group_fd", pidfd)
+            else:
+                self.group_fd = os.dup(pidfd)
 
     def signal(self, sig: int) -> None:
         """Send *sig* to every process of the tree."""
@@ -138,9 +142,9 @@ class ProcessTree:
         """Remove the cgroup and let go of the pinned group; the tree must be gone."""
         if self.cgroup is not None:
             self.cgroup.remove()
-        if self.group_fd is not None:
-            os.close(self.group_fd)
-            self.group_fd = None
+        group_fd, self.group_fd = self.group_fd, None  # out of the record, then closed
+        if group_fd is not None:
+            os.close(group_fd)
         self.closed = True
 
 

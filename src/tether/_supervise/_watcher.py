@@ -38,10 +38,12 @@ from __future__ import annotations
 import contextlib
 import os
 import select
+import signal
 import threading
 from typing import Generic, Protocol, TypeVar
 
-from .._core._process import ExitFdLease, Process
+from .._core._lease import ExitFdLease
+from .._core._process import Process
 from .._durations import poll_seconds
 from .._errors import StatusUnknownError
 from .._status import Status
@@ -134,24 +136,29 @@ class Watcher(Generic[R]):
         """Watch the current incarnation of *record* for its exit."""
         process = record.process
         lease = ExitFdLease(process)
-        fd = lease.acquire()
-        if fd is None:  # reaped already
-            self._ready.append((record, process, None))
-            self.wake()
-            return
-        kept: ExitFdLease | None = lease
-        if fd == process.pidfd:  # a pidfd: watch a dup of our own, give the lease back
-            try:
-                fd = os.dup(fd)
-            finally:
-                lease.release()
-            kept = None
+        own = -1
         try:
-            self._epoll.register(fd, select.EPOLLIN)
-        except BaseException:
-            _release(fd, kept)
+            fd = lease.acquire()
+            if fd is None:  # reaped already
+                self._ready.append((record, process, None))
+                self.wake()
+                return
+            if fd == process.pidfd:  # a pidfd: watch a dup of our own, give the lease back
+                own = os.dup(fd)
+                lease.release()
+                self._epoll.register(own, select.EPOLLIN)
+                self._watched[own] = (record, process, None)
+            else:
+                self._epoll.register(fd, select.EPOLLIN)
+                self._watched[fd] = (record, process, lease)
+        except BaseException:  # an error, or an interrupt: give back what is not watched
+            if own != -1 and own not in self._watched:
+                with contextlib.suppress(OSError):
+                    self._epoll.unregister(own)
+                os.close(own)
+            if all(entry[2] is not lease for entry in self._watched.values()):
+                lease.release()
             raise
-        self._watched[fd] = (record, process, kept)
 
     def wake(self) -> None:
         """Make the thread run a pass now."""
@@ -188,6 +195,9 @@ class Watcher(Generic[R]):
             os.close(self._wake_w)
 
     def _run(self) -> None:
+        signal.pthread_sigmask(
+            signal.SIG_BLOCK, signal.valid_signals()
+        )  # for the program's threads
         try:
             self._serve()
         except BaseException as exc:  # a bug, or no memory: never lose children silently

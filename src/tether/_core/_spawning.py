@@ -1,0 +1,75 @@
+"""``tether.spawn``: start a child so that no exception, wherever it lands, loses it.
+
+A signal handler may raise between any two bytecodes (Ctrl-C, an alarm,
+``pytest-timeout``), and after a spawn that is the one moment that matters: a child
+whose pid was only a return value when the exception struck runs on, tracked by
+nobody. So the handle is made first (:func:`prepare`), holding an empty receipt and
+an empty record of the spawn's fds; the backend writes the child and the fds into
+them where no handler can run (``_spawn._receipt``); and only then does the handle
+take the child over (:func:`start`). If anything fails or is interrupted before the
+handle is returned, :func:`abort` kills and reaps the child and closes every fd,
+through the receipt before the takeover and through the handle after it.
+
+tether's own callers that keep the handle (``run``, ``open_process``, the
+supervisors) call :func:`prepare` outside their ``try`` and :func:`start` inside it,
+so their cleanup reaches a child even when the exception lands as ``start``
+returns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from typing_extensions import Unpack
+
+from .._spawn import SpawnOptions, StrOrBytesPath, choose_backend, make_plan, start_child
+from ._process import Process
+
+__all__ = ["abort", "prepare", "spawn", "start"]
+
+
+def prepare(argv: Iterable[StrOrBytesPath], **options: Unpack[SpawnOptions]) -> Process:
+    """Check every option and choose the backend; return the handle, with no child yet.
+
+    Raises ``ValueError``/``TypeError`` for bad input, and :class:`tether.SpawnError`
+    for a program that cannot be found, before anything is created.
+    """
+    plan = make_plan(argv, **options)
+    return Process._unstarted(plan, choose_backend(plan, options.get("backend", "auto")))
+
+
+def start(process: Process) -> None:
+    """Start the child of a :func:`prepare`-d handle; call :func:`abort` if this raises."""
+    plan, backend = process._plan, process._backend
+    if plan is None or backend is None:
+        raise RuntimeError("this handle was started already")
+    start_child(plan, backend, process._receipt, process._stdio)
+    process._take_child()
+
+
+def abort(process: Process, grace: float = 0.0) -> None:
+    """Undo a spawn that failed or was interrupted, or end the child of a caller that
+    failed: stop the child (if it exists) with *grace* seconds of patience (0: SIGKILL at
+    once), reap it, and close every fd of the spawn. Finishes even if interrupted again
+    (an interrupt then cuts the patience short)."""
+    process._abort(grace)
+
+
+def spawn(argv: Iterable[StrOrBytesPath], **options: Unpack[SpawnOptions]) -> Process:
+    """Start *argv* as a child process and return its :class:`Process` handle.
+
+    Options are validated before anything is created: bad input raises
+    ``ValueError``/``TypeError``, a program that cannot run raises
+    :class:`tether.SpawnError`, and a failed spawn leaves no process, zombie or fd
+    behind; neither does an exception (``KeyboardInterrupt``, ...) that arrives while
+    the child is being started. ``backend`` is ``"auto"`` (the fastest backend that
+    supports the options), ``"native"``, ``"posix_spawn"`` or ``"fork"``; every other
+    option is described in the user guide.
+    """
+    process = prepare(argv, **options)
+    try:
+        start(process)
+        return process
+    except BaseException:
+        abort(process)
+        raise
