@@ -42,9 +42,10 @@ from anyio.abc import ByteReceiveStream, ByteSendStream
 from typing_extensions import Self, Unpack, final
 
 from .._core._lease import ExitFdLease
-from .._core._process import DEFAULT_GRACE, Process, send_stop_signal
+from .._core._process import DEFAULT_GRACE, Process
 from .._core._run import Completed, prepare_run
 from .._core._spawning import abort, prepare, start
+from .._core._stop_signal import send_stop_signal
 from .._errors import StatusUnknownError, TimeoutExpired
 from .._spawn import SpawnOptions, StrOrBytesPath
 from .._status import Status

@@ -31,7 +31,6 @@ import os
 import signal
 import threading
 import warnings
-from collections.abc import Callable
 from types import ModuleType, TracebackType
 from typing import IO
 
@@ -49,8 +48,7 @@ from . import _registry
 from ._lease import ExitFdLease, wait_for_exit
 from ._pipes import close_pipes, open_pipe
 from ._reaper import REAPER
-
-_ABORT_ATTEMPTS = 100
+from ._stop_signal import send_stop_signal
 
 DEFAULT_GRACE = 5.0
 """Seconds :meth:`Process.stop` waits after the stop signal before it sends SIGKILL."""
@@ -134,28 +132,6 @@ class Process:
         )
         self._plan = self._backend = None
         _registry.track(self)
-
-    def _abort(self, grace: float) -> None:
-        """Undo a spawn, or end a child whose caller failed: stop it (*grace* seconds
-        after the stop signal, 0 to kill at once) and reap it, close every fd. An
-        interrupt meanwhile does not stop the undoing: it kills at once instead."""
-        if not self._started:
-            undo(self._receipt, self._stdio)
-        else:
-            for attempt in range(_ABORT_ATTEMPTS):
-                try:
-                    with contextlib.suppress(StatusUnknownError):
-                        if grace > 0:
-                            self.stop(grace)
-                        else:
-                            self.kill()
-                            self.wait()
-                    break
-                except BaseException:
-                    grace = 0.0
-                    if attempt == _ABORT_ATTEMPTS - 1:
-                        raise
-        close_pipes(self)
 
     @property
     def pidfd(self) -> int | None:
@@ -426,13 +402,3 @@ class Process:
         notifier, self._notifier = self._notifier, None
         if notifier is not None:
             notifier.close(child_reaped=child_reaped)
-
-
-def send_stop_signal(send: Callable[[int], None], sig: int) -> None:
-    """Send the stop signal *sig* through *send*, then SIGCONT so a stopped child can act.
-
-    Not after SIGKILL (which needs no help) or SIGCONT itself.
-    """
-    send(sig)
-    if sig not in (signal.SIGKILL, signal.SIGCONT):
-        send(signal.SIGCONT)

@@ -18,14 +18,19 @@ returns.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
 
 from typing_extensions import Unpack
 
-from .._spawn import SpawnOptions, StrOrBytesPath, choose_backend, make_plan, start_child
+from .._errors import StatusUnknownError
+from .._spawn import SpawnOptions, StrOrBytesPath, choose_backend, make_plan, start_child, undo
+from ._pipes import close_pipes
 from ._process import Process
 
 __all__ = ["abort", "prepare", "spawn", "start"]
+
+_ABORT_ATTEMPTS = 100
 
 
 def prepare(argv: Iterable[StrOrBytesPath], **options: Unpack[SpawnOptions]) -> Process:
@@ -52,7 +57,23 @@ def abort(process: Process, grace: float = 0.0) -> None:
     failed: stop the child (if it exists) with *grace* seconds of patience (0: SIGKILL at
     once), reap it, and close every fd of the spawn. Finishes even if interrupted again
     (an interrupt then cuts the patience short)."""
-    process._abort(grace)
+    if not process._started:
+        undo(process._receipt, process._stdio)  # through the receipt: no handle owns it
+    else:
+        for attempt in range(_ABORT_ATTEMPTS):
+            try:
+                with contextlib.suppress(StatusUnknownError):
+                    if grace > 0:
+                        process.stop(grace)
+                    else:
+                        process.kill()
+                        process.wait()
+                break
+            except BaseException:
+                grace = 0.0
+                if attempt == _ABORT_ATTEMPTS - 1:
+                    raise
+    close_pipes(process)
 
 
 def spawn(argv: Iterable[StrOrBytesPath], **options: Unpack[SpawnOptions]) -> Process:

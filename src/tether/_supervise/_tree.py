@@ -38,7 +38,8 @@ from typing import Literal, TypeAlias
 from typing_extensions import final
 
 from .. import _native
-from .._core._process import Process, send_stop_signal
+from .._core._process import Process
+from .._core._stop_signal import send_stop_signal
 from .._errors import TetherError
 from .._linux._cgroup import Cgroup
 from .._linux._pidfd import signal_pinned_group
