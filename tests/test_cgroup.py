@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import stat
 import time
 from pathlib import Path
 
@@ -284,3 +285,18 @@ def _remove_when_empty(directory: str) -> None:
             time.sleep(0.01)
         else:
             return
+
+
+@needs_cgroups
+@pytest.mark.parametrize("umask", [0o000, 0o077])
+def test_cgroups_are_made_0755_whatever_the_umask(umask: int) -> None:
+    assert PARENT is not None
+    previous = os.umask(umask)
+    try:
+        cgroup = Cgroup.create(PARENT)
+    finally:
+        os.umask(previous)
+    try:
+        assert stat.S_IMODE(os.stat(cgroup.path).st_mode) == 0o755
+    finally:
+        cgroup.remove()

@@ -56,6 +56,7 @@ __all__ = ["cgroup2_mount", "own_cgroup_dir", "writable_parent"]
 
 _NAMES = itertools.count(1)
 _EVENTS_SIZE = 4096
+_MODE = 0o755
 
 
 def _unescape(field: str) -> str:
@@ -143,7 +144,7 @@ class Cgroup:
         while True:
             path = os.path.join(parent, f"tether-{os.getpid()}-{next(_NAMES)}")
             try:
-                os.mkdir(path)
+                os.mkdir(path, _MODE)
             except FileExistsError:  # left by an earlier process that had our pid
                 continue
             except OSError as exc:
@@ -153,6 +154,7 @@ class Cgroup:
             break
         events_fd = -1
         try:
+            os.chmod(path, _MODE)  # whatever the umask: nobody else may make cgroups in it
             if not os.path.exists(os.path.join(path, "cgroup.kill")):
                 raise CgroupError(errnos.ENOTSUP, "the kernel lacks cgroup.kill (Linux 5.14)", path)
             events_fd = os.open(os.path.join(path, "cgroup.events"), os.O_RDONLY | os.O_CLOEXEC)
