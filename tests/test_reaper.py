@@ -11,6 +11,8 @@ import sys
 import threading
 import warnings
 
+import pytest
+
 import tether
 from tether._core import _reaper
 from tether._linux import _pidfd
@@ -64,6 +66,9 @@ def test_a_forked_child_starts_with_a_fresh_reaper() -> None:
 
 EXIT_SCRIPT = """
 import sys, tether, warnings
+from tether._linux import _pidfd
+if sys.argv[1] == "no_pidfd":
+    _pidfd.disable_pidfds()
 warnings.simplefilter("ignore", ResourceWarning)
 kept = tether.spawn(["sleep", "60"])
 dropped = tether.spawn(["sleep", "60"]).pid
@@ -74,8 +79,14 @@ sys.stdin.readline()
 """
 
 
-def test_interpreter_exit_kills_owned_children_and_spares_detached_ones() -> None:
-    parent = tether.spawn([PY, "-c", EXIT_SCRIPT], stdin=tether.PIPE, stdout=tether.PIPE)
+EXIT_PATIENCE = 3.0
+"""Seconds an exiting interpreter may take: it waits for the children it kills, never for
+a detached one (the old code waited 5 s for those)."""
+
+
+@pytest.mark.parametrize("mode", ["pidfd", "no_pidfd"])
+def test_interpreter_exit_kills_owned_children_and_spares_detached_ones(mode: str) -> None:
+    parent = tether.spawn([PY, "-c", EXIT_SCRIPT, mode], stdin=tether.PIPE, stdout=tether.PIPE)
     with parent:
         assert parent.stdout is not None
         assert parent.stdin is not None
@@ -83,7 +94,7 @@ def test_interpreter_exit_kills_owned_children_and_spares_detached_ones() -> Non
         pins = {pid: os.pidfd_open(pid) for pid in (kept, dropped, detached)}
         try:
             parent.stdin.close()  # the script returns, and its interpreter exits
-            assert parent.wait(timeout=30) == tether.Exited(0)
+            assert parent.wait(timeout=EXIT_PATIENCE) == tether.Exited(0)
             assert _pidfd.wait_readable(pins[kept], 30), "a live handle's child survived exit"
             assert _pidfd.wait_readable(pins[dropped], 30), "a dropped child survived exit"
             assert not _pidfd.wait_readable(pins[detached], 0), "the detached child was killed"

@@ -38,13 +38,13 @@ class _Reaper:
         self._epoll: select.epoll | None = None
         self._thread: threading.Thread | None = None
         self._by_pidfd: dict[int, tuple[int, bool]] = {}  # pidfd -> (pid, kill at exit)
-        self._without_pidfd: set[int] = set()
+        self._without_pidfd: dict[int, bool] = {}  # pid -> kill at exit
 
     def take(self, pid: int, pidfd: int | None, *, kill_at_exit: bool) -> None:
         """Take over reaping child *pid*, and its *pidfd* (closed once reaped)."""
         with self._lock:
             if pidfd is None:
-                self._without_pidfd.add(pid)
+                self._without_pidfd[pid] = kill_at_exit
                 threading.Thread(
                     target=self._reap_by_pid, args=(pid,), name=f"{THREAD_NAME}-{pid}", daemon=True
                 ).start()
@@ -61,7 +61,7 @@ class _Reaper:
     def pids(self) -> set[int]:
         """The pids of the children held here and not reaped yet."""
         with self._lock:
-            return {pid for pid, _ in self._by_pidfd.values()} | self._without_pidfd
+            return {pid for pid, _ in self._by_pidfd.values()} | set(self._without_pidfd)
 
     def registrations(self) -> int:
         """How many children are held here now."""
@@ -79,19 +79,28 @@ class _Reaper:
                 lambda: not self._by_pidfd and not self._without_pidfd, timeout
             )
 
-    def kill_all(self) -> None:
-        """SIGKILL every child held here that was not detached on purpose, and reap them."""
+    def kill_all(self, patience: float = 5.0) -> None:
+        """SIGKILL every child held here that was not detached on purpose, and wait up to
+        *patience* seconds for them to be reaped; detached children are not waited for."""
         with self._lock:
-            doomed = [(pidfd, pid) for pidfd, (pid, kill) in self._by_pidfd.items() if kill]
-        for pidfd, _ in doomed:
-            with contextlib.suppress(OSError):
-                _pidfd.signal_pidfd(pidfd, signal.SIGKILL)
-        self.wait_idle(timeout=5.0)
+            for pidfd, (_, kill) in self._by_pidfd.items():
+                if kill:
+                    with contextlib.suppress(OSError):
+                        _pidfd.signal_pidfd(pidfd, signal.SIGKILL)
+            for pid, kill in self._without_pidfd.items():
+                if kill:  # unreaped: its thread reaps under this lock, so the pid is ours
+                    with contextlib.suppress(OSError):
+                        os.kill(pid, signal.SIGKILL)
+            self._idle.wait_for(self._no_doomed_child, patience)
+
+    def _no_doomed_child(self) -> bool:
+        return not any(kill for _, kill in self._by_pidfd.values()) and not any(
+            self._without_pidfd.values()
+        )
 
     def _run(self, epoll: select.epoll) -> None:
-        signal.pthread_sigmask(
-            signal.SIG_BLOCK, signal.valid_signals()
-        )  # for the program's threads
+        # Signals are for the program's threads: blocked here, they go to one that acts.
+        signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
         while True:
             for pidfd, _ in epoll.poll():
                 self._reap(epoll, pidfd)
@@ -109,13 +118,13 @@ class _Reaper:
             self._idle.notify_all()
 
     def _reap_by_pid(self, pid: int) -> None:
-        signal.pthread_sigmask(
-            signal.SIG_BLOCK, signal.valid_signals()
-        )  # for the program's threads
-        with contextlib.suppress(ChildProcessError):
-            os.waitid(os.P_PID, pid, os.WEXITED)
-        with self._lock:
-            self._without_pidfd.discard(pid)
+        signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+        with contextlib.suppress(ChildProcessError):  # exited; not reaped, so still ours
+            os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
+        with self._lock:  # reaped under the lock: kill_all never signals a reaped pid
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+            del self._without_pidfd[pid]
             self._idle.notify_all()
 
     def forget_after_fork(self) -> None:

@@ -45,7 +45,8 @@ class ExitNotifier:
 
 
 def _watch(pid: int, write_end: int) -> None:
-    signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())  # for the program's threads
+    # Signals are for the program's threads: blocked here, they go to one that acts.
+    signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
     try:
         # ECHILD: reaped already, by our owner or stolen; either way it has exited.
         with contextlib.suppress(ChildProcessError):

@@ -195,9 +195,8 @@ class Watcher(Generic[R]):
             os.close(self._wake_w)
 
     def _run(self) -> None:
-        signal.pthread_sigmask(
-            signal.SIG_BLOCK, signal.valid_signals()
-        )  # for the program's threads
+        # Signals are for the program's threads: blocked here, they go to one that acts.
+        signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
         try:
             self._serve()
         except BaseException as exc:  # a bug, or no memory: never lose children silently
