@@ -495,3 +495,46 @@ def test_a_well_formed_fork_report_keeps_its_fields() -> None:
     assert raised.errno is None
     assert raised.stage == "preexec_fn"
     assert "ValueError: no" in str(raised)
+
+
+@pytest.mark.parametrize(
+    ("options", "error"),
+    [
+        ({"env": [("A", "1")]}, TypeError),
+        ({"env": "A=1"}, TypeError),
+        ({"extra_groups": [None]}, TypeError),
+        ({"pass_fds": [2**31]}, ValueError),
+        ({"stdout": 2**40}, ValueError),
+        ({"process_group": True}, TypeError),
+        ({"process_group": 1.5}, TypeError),
+    ],
+)
+def test_bad_input_is_refused_before_any_process_exists(
+    options: dict[str, object], error: type[Exception]
+) -> None:
+    with pytest.raises(error):
+        tether.spawn(["true"], **options)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("sig", "error"), [(0, ValueError), (15.5, TypeError), (True, TypeError)])
+def test_stop_refuses_what_is_not_a_stop_signal(sig: object, error: type[Exception]) -> None:
+    with tether.spawn(["sleep", "60"]) as process:
+        with pytest.raises(error):
+            process.stop(sig=sig)  # type: ignore[arg-type]
+        assert process.poll() is None, "a refused stop leaves the child alone"
+
+
+def test_set_limits_takes_only_limits() -> None:
+    with tether.spawn(["sleep", "60"]) as process, pytest.raises(TypeError):
+        process.set_limits({"nofile": 64})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("value", [b"bytes", bytearray(b"x"), memoryview(b"y")])
+def test_run_takes_bytes_like_input(value: bytes) -> None:
+    assert tether.run(["cat"], input=value, capture=True).stdout == bytes(value)
+
+
+def test_run_refuses_text_input_before_spawning(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tether._core._spawning, "start", lambda p: pytest.fail("spawned"))
+    with pytest.raises(TypeError, match="bytes-like"):
+        tether.run(["cat"], input="text")  # type: ignore[arg-type]

@@ -45,7 +45,8 @@ from .._core._lease import ExitFdLease
 from .._core._process import DEFAULT_GRACE, Process
 from .._core._run import Completed, prepare_run
 from .._core._spawning import abort, prepare, start
-from .._core._stop_signal import send_stop_signal
+from .._core._stop_signal import check_stop_signal, send_stop_signal
+from .._durations import check_duration
 from .._errors import StatusUnknownError, TimeoutExpired
 from .._spawn import SpawnOptions, StrOrBytesPath
 from .._status import Status
@@ -201,8 +202,8 @@ class AsyncProcess:
         from cancellation: a cancelled caller still gets its child reaped, and the
         cancellation is delivered at its next checkpoint.
         """
-        if grace < 0:
-            raise ValueError(f"grace must not be negative, not {grace}")
+        grace = check_duration(grace, "grace")
+        sig = check_stop_signal(sig)
         with anyio.CancelScope(shield=True):
             try:
                 return await self._stop(grace, sig)

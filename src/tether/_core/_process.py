@@ -48,7 +48,7 @@ from . import _registry
 from ._lease import ExitFdLease, wait_for_exit
 from ._pipes import close_pipes, open_pipe
 from ._reaper import REAPER
-from ._stop_signal import send_stop_signal
+from ._stop_signal import check_stop_signal, send_stop_signal
 
 DEFAULT_GRACE = 5.0
 """Seconds :meth:`Process.stop` waits after the stop signal before it sends SIGKILL."""
@@ -214,6 +214,8 @@ class Process:
         never touches another process; raising a hard limit needs
         ``CAP_SYS_RESOURCE``. Raises :class:`ProcessLookupError` once reaped.
         """
+        if not isinstance(limits, Limits):
+            raise TypeError(f"limits must be a tether.Limits, not {type(limits).__name__}")
         with self._lock:
             self._check_running_locked()
             limits.apply(self.pid)
@@ -250,6 +252,7 @@ class Process:
         and reaped before the exception propagates.
         """
         grace = check_duration(grace, "grace")
+        sig = check_stop_signal(sig)
         status = self.poll()
         if status is not None:
             return status

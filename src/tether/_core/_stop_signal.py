@@ -11,7 +11,19 @@ from __future__ import annotations
 import signal
 from collections.abc import Callable
 
-__all__ = ["send_stop_signal"]
+__all__ = ["check_stop_signal", "send_stop_signal"]
+
+
+def check_stop_signal(sig: int) -> int:
+    """*sig* as a signal number that can stop a child; 0 (a probe), a bool, a float or a
+    number out of range is refused."""
+    if isinstance(sig, bool) or not isinstance(sig, int):
+        raise TypeError(f"the stop signal must be a signal number, not {sig!r}")
+    if not 0 < sig < signal.NSIG:
+        raise ValueError(
+            f"the stop signal must be a signal number (1-{signal.NSIG - 1}), not {sig}"
+        )
+    return int(sig)
 
 
 def send_stop_signal(send: Callable[[int], None], sig: int) -> None:

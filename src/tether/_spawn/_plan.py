@@ -31,6 +31,7 @@ STDOUT = subprocess.STDOUT
 DEVNULL = subprocess.DEVNULL
 
 _RESTORED_SIGNALS = (int(signal.SIGPIPE), int(signal.SIGXFSZ))
+_MAX_FD = 2**31 - 1  # an fd is a C int
 _MAX_PID = 2**22  # PID_MAX_LIMIT on 64-bit Linux
 _NO_ID = 2**32 - 1  # (uid_t)-1 means "unchanged" to the kernel
 
@@ -182,6 +183,12 @@ def make_plan(argv: Iterable[StrOrBytesPath], **options: Unpack[SpawnOptions]) -
             "start_new_session and process_group exclude each other: "
             "a new session already puts the child in a new process group"
         )
+    if process_group is not None and (
+        isinstance(process_group, bool) or not isinstance(process_group, int)
+    ):
+        raise TypeError(
+            f"process_group must be a group id (0 for a new group), not {process_group!r}"
+        )
     if process_group is not None and not 0 <= process_group <= _MAX_PID:
         raise ValueError(
             f"process_group must be 0 (a new group) or a group id, not {process_group}"
@@ -274,7 +281,8 @@ def _group_ids(groups: Iterable[int | str]) -> Iterable[int]:
         raise TypeError("extra_groups must be a sequence of groups, not a single string")
     for group in groups:
         gid = _credential(group, "extra_groups")
-        assert gid is not None
+        if gid is None:  # not an assert: validation must survive python -O
+            raise TypeError(f"extra_groups must hold names or numbers, not {group!r}")
         yield gid
 
 
@@ -318,6 +326,8 @@ def _encode(value: StrOrBytesPath, what: str) -> bytes:
 
 
 def _encode_env(env: Mapping[str, str] | Mapping[bytes, bytes]) -> dict[bytes, bytes]:
+    if not isinstance(env, Mapping):
+        raise TypeError(f"env must be a mapping of names to values, not {type(env).__name__}")
     encoded: dict[bytes, bytes] = {}
     for key, value in env.items():
         name = _encode(key, "an environment variable name")
@@ -330,8 +340,8 @@ def _encode_env(env: Mapping[str, str] | Mapping[bytes, bytes]) -> dict[bytes, b
 def _check_fd(fd: object, what: str) -> int:
     if isinstance(fd, bool) or not isinstance(fd, int):
         raise TypeError(f"{what} must hold file descriptor numbers, not {fd!r}")
-    if fd < 0:
-        raise ValueError(f"{what} holds a negative file descriptor: {fd}")
+    if not 0 <= fd < _MAX_FD:
+        raise ValueError(f"{what} holds a file descriptor out of range: {fd}")
     return fd
 
 
