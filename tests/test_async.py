@@ -435,3 +435,21 @@ async def test_run_process_ends_when_the_child_exits(anyio_backend: str) -> None
     group = os.getpgid(int(done.stderr or b"0"))  # the orphaned sleep's own group
     assert group != os.getpgid(0)
     os.killpg(group, signal.SIGKILL)
+
+
+class _Interrupt(BaseException):
+    """Stands for KeyboardInterrupt, which asyncio re-raises out of the event loop itself."""
+
+
+@pytest.mark.parametrize("error", [_Interrupt, ValueError])
+async def test_a_lone_exception_leaves_run_process_unwrapped(
+    monkeypatch: pytest.MonkeyPatch, error: type[BaseException]
+) -> None:
+    """An interrupt inside run_process is itself, not a group of one, on asyncio and trio."""
+
+    async def collect(stream: object, into: list[bytes]) -> None:
+        raise error
+
+    monkeypatch.setattr(_async, "_collect", collect)
+    with pytest.raises(error):  # one task fails: stdout alone is collected
+        await tether.run_process(["sleep", "60"], stdout=tether.PIPE, grace=0.5)

@@ -51,6 +51,7 @@ from .._errors import StatusUnknownError, TimeoutExpired
 from .._spawn import SpawnOptions, StrOrBytesPath
 from .._status import Status
 from ..limits import Limits
+from ._groups import ungrouped
 from ._streams import PipeEnd, PipeReceiveStream, PipeSendStream, take_raw
 
 __all__ = ["AsyncProcess", "open_process", "run_process"]
@@ -311,7 +312,7 @@ async def run_process(
 
     process = await open_process(argv, **options)
     try:  # nothing awaits between the spawn and here
-        with anyio.move_on_after(timeout) as deadline:
+        with anyio.move_on_after(timeout) as deadline, ungrouped():
             async with anyio.create_task_group() as tasks:
                 if process.stdin is not None:
                     tasks.start_soon(_feed, process.stdin, input or b"")

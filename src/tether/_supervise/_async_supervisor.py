@@ -56,6 +56,7 @@ import anyio.lowlevel
 from anyio.abc import TaskGroup
 from typing_extensions import Self, Unpack, final
 
+from .._aio._groups import lone
 from .._aio._process import AsyncProcess, close_pipes, wrap
 from .._errors import StatusUnknownError
 from .._spawn import SpawnOptions, StrOrBytesPath
@@ -69,7 +70,7 @@ from ._shutdown import POLL_FIRST_DELAY, POLL_MAX_DELAY, Outcome, abandon, close
 from ._tree import KILL_PATIENCE, ProcessTree
 
 if sys.version_info < (3, 11):  # pragma: no cover
-    from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found, unused-ignore]
+    pass  # type: ignore[import-not-found, unused-ignore]
 
 __all__ = ["AsyncSupervisor"]
 
@@ -212,7 +213,7 @@ class AsyncSupervisor(SupervisorBase[AsyncProcess]):
                         tasks.start_soon(self._stop_tree, tree, outcome)
                 close_all(trees, outcome, self._reap_adopted_at_exit)
         except BaseException as interrupt:  # shields cannot hold these off: kill, reap, re-raise
-            outcome.interrupted = _unwrap(interrupt)
+            outcome.interrupted = lone(interrupt)
             self._end_restarts()
             trees = [tree for tree in self._trees if not tree.closed]
             for tree in trees:
@@ -349,9 +350,3 @@ async def _others_gone(tree: ProcessTree) -> None:
     while tree.others_alive():  # grandchildren send no exit notification: poll
         await anyio.sleep(delay)
         delay = min(2 * delay, POLL_MAX_DELAY)
-
-
-def _unwrap(exc: BaseException) -> BaseException:
-    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        exc = exc.exceptions[0]
-    return exc
