@@ -15,6 +15,15 @@
  * written into the shared argument block (errno and the stage that failed); the
  * parent reads them after the clone returns, reaps the failed child and reports.
  *
+ * Why raw system calls, and not their libc wrappers: the child runs on the parent's
+ * memory while the parent's other threads hold whatever locks they hold. glibc's
+ * setresuid, setresgid and setgroups broadcast the change to every thread of the
+ * process (a signal to each, and a wait), which in a vfork child would reach the
+ * parent's threads; setrlimit and others may take locks a parent thread holds. So the
+ * ids, groups and limits are set with syscall(2) (SYS_setres[ug]id, SYS_setgroups,
+ * SYS_prlimit64), and nothing between clone and execve allocates, locks or touches
+ * errno-dependent library state beyond the calling thread's own.
+ *
  * Order of the child's steps, where it matters: signal handlers reset, setsid or
  * setpgid, fd map (dup2), closing every fd not kept, chdir, umask, rlimits, cgroup
  * placement, PR_SET_NO_NEW_PRIVS, setgroups/setgid/setuid, PR_SET_PDEATHSIG (after
@@ -84,7 +93,7 @@ _Static_assert(sizeof stage_names / sizeof stage_names[0] == STAGE_EXEC + 1,
 
 struct limit {
     int resource;
-    struct rlimit value;
+    struct rlimit64 value; /* what SYS_prlimit64 takes, on 32-bit machines too */
 };
 
 struct outcome {
@@ -277,7 +286,7 @@ child_main(void *arg)
     }
     stage = STAGE_RLIMIT;
     for (Py_ssize_t i = 0; i < a->n_limits; i++) {
-        if (setrlimit(a->limits[i].resource, &a->limits[i].value) < 0) {
+        if (syscall(SYS_prlimit64, 0, a->limits[i].resource, &a->limits[i].value, NULL) < 0) {
             goto fail;
         }
     }
@@ -373,6 +382,10 @@ struct owned {
 static void *
 own(struct owned *o, size_t size)
 {
+    if (o->n_blocks >= (int)(sizeof o->blocks / sizeof o->blocks[0])) {
+        PyErr_SetString(PyExc_RuntimeError, "tether spawner: too many argument blocks");
+        return NULL;
+    }
     void *block = PyMem_Calloc(1, size ? size : 1);
     if (block == NULL) {
         PyErr_NoMemory();
@@ -559,8 +572,8 @@ native_spawn(PyObject *module, PyObject *args)
     for (Py_ssize_t i = 0; i < a.n_limits; i++) {
         long long soft = limit_values[3 * i + 1], hard = limit_values[3 * i + 2];
         a.limits[i].resource = (int)limit_values[3 * i];
-        a.limits[i].value.rlim_cur = soft < 0 ? RLIM_INFINITY : (rlim_t)soft;
-        a.limits[i].value.rlim_max = hard < 0 ? RLIM_INFINITY : (rlim_t)hard;
+        a.limits[i].value.rlim_cur = soft < 0 ? RLIM64_INFINITY : (rlim64_t)soft;
+        a.limits[i].value.rlim_max = hard < 0 ? RLIM64_INFINITY : (rlim64_t)hard;
     }
     if (groups != Py_None) {
         a.set_groups = 1;
