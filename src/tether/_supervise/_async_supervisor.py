@@ -308,6 +308,11 @@ class AsyncSupervisor(SupervisorBase[AsyncProcess]):
         record._restarted(handle, tree)
         self._keepers.notify()
 
+    def _let_go(self, tree: ProcessTree) -> None:
+        handle = self._handles.pop(id(tree), None)
+        if handle is not None:
+            close_pipes(handle)
+
     async def _poke(self) -> None:
         """For tests: wake the keepers waiting out a backoff; return once each has looked
         at the clock again (and restarted its child if that was due)."""

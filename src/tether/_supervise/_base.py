@@ -163,13 +163,33 @@ class SupervisorBase(Generic[H]):
         return None if policy is None else RestartTracker(policy, self._clock, self._random)
 
     def _release_finished(self) -> None:
-        """Close the pinned pidfds and cgroups of finished trees, so that they do not pile up."""
+        """Close the pinned pidfds and cgroups of finished trees, and let go of superseded
+        incarnations, so that a child restarted for hours costs nothing that grows.
+
+        An incarnation a restart has replaced is dropped once its tree is finished, its
+        pipes closed; only its handle (with its final status) lives on where the caller
+        keeps it. The first incarnation stays (its pipes are closed when the scope ends):
+        its handle is the one ``spawn()``/``start()`` returned, and its reader may still
+        be reading.
+        """
         self._reap_adopted()
+        keep = {id(record._tree) for record in self._records}
+        keep.update(id(record._first) for record in self._records)
+        kept: list[ProcessTree] = []
         for tree in self._trees:
             if not tree.closed:
                 with contextlib.suppress(OSError):  # retried, then reported, when the scope ends
                     if tree.finished():
                         tree.close()
+            if tree.closed and id(tree) not in keep:
+                self._let_go(tree)
+            else:
+                kept.append(tree)
+        self._trees[:] = kept
+
+    def _let_go(self, tree: ProcessTree) -> None:
+        """Forget a finished incarnation that a restart superseded: close its pipes."""
+        raise NotImplementedError
 
     def _reap_adopted(self) -> None:
         """Reap the exited orphans of our trees that this process adopted (``subreaper=True``)."""

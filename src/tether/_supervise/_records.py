@@ -118,6 +118,7 @@ class Supervised(Generic[H]):
         "_due",
         "_error",
         "_failure_seen",
+        "_first",
         "_handed_out",
         "_handle",
         "_options",
@@ -138,6 +139,7 @@ class Supervised(Generic[H]):
     ) -> None:
         self._handle = handle
         self._tree = tree
+        self._first = tree  # the incarnation whose handle spawn() returned
         self._argv = argv
         self._options = options
         self._tracker = tracker

@@ -311,6 +311,9 @@ class Supervisor(SupervisorBase[Process]):
         for note in getattr(error, "__notes__", ()):
             logger.error("%s", note)
 
+    def _let_go(self, tree: ProcessTree) -> None:
+        close_pipes(tree.process)
+
     def _undo_launch(self, launch: Launch, error: BaseException) -> None:
         """Take apart an incarnation that was not recorded (notes on *error* say what
         failed doing so); it is no longer pending."""
