@@ -69,3 +69,16 @@ def test_supervisor_with_infinite_grace_stops_politely() -> None:
         with pytest.raises(tether.TimeoutExpired):
             sup.wait_all(timeout=0.01)
     assert child.status == tether.Signaled(15)
+
+
+def test_a_nan_timeout_is_refused_before_anything_happens() -> None:
+    with tether.spawn(["sleep", "60"]) as process:
+        with pytest.raises(ValueError, match="NaN"):
+            process.wait(timeout=math.nan)
+        assert process.poll() is None
+    with pytest.raises(ValueError, match="NaN"):
+        tether.run(["true"], timeout=math.nan)
+    with tether.Supervisor() as sup:
+        sup.spawn(["sleep", "60"])
+        with pytest.raises(ValueError, match="NaN"):
+            sup.wait_any(timeout=math.nan)

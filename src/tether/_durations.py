@@ -38,9 +38,14 @@ def check_duration(value: float, name: str) -> float:
 
 
 def deadline_after(timeout: float | None) -> float | None:
-    """The deadline *timeout* seconds from now; None for no timeout (``None`` or ``inf``)."""
+    """The deadline *timeout* seconds from now; None for no timeout (``None`` or ``inf``).
+
+    NaN is a ``ValueError``: it would otherwise compare false with every clock reading.
+    """
     if timeout is None or math.isinf(timeout):
         return None
+    if math.isnan(timeout):
+        raise ValueError("a timeout must be a number of seconds, not NaN")
     return time.monotonic() + timeout
 
 
