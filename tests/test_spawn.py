@@ -391,6 +391,11 @@ def test_preexec_fn_runs_in_the_child_and_its_failure_is_reported(tmp_path: Path
 
 def test_spawn_storm_from_eight_threads(backend: str) -> None:
     """Eight spawning threads while two others churn the allocator and hold locks."""
+    if backend == "fork" and sys.gettrace() is not None:
+        # A fork child of a threaded parent runs Python before exec, traced by the
+        # inherited tracer, which may wait for a lock another thread held at the fork.
+        # `make test-all` runs this untraced on every interpreter.
+        pytest.skip("the fork backend under a tracer (coverage) can deadlock its child")
     errors: list[BaseException] = []
     start = threading.Barrier(10)
     done_spawning = threading.Event()

@@ -59,6 +59,11 @@ def pids() -> set[int]:
 
 
 def clear() -> None:
-    """Forget every handle (in a child made by ``os.fork``: they are its parent's)."""
-    with _lock:
-        _live.clear()
+    """Forget every handle (in a child made by ``os.fork``: they are its parent's).
+
+    No lock is taken: another thread of the parent may have held it at the moment of
+    the fork, and in the child nobody would ever release it. The lock is made anew.
+    """
+    global _lock, _live
+    _lock = threading.Lock()
+    _live = weakref.WeakSet()
