@@ -23,6 +23,7 @@ import pytest
 
 import tether
 import tether._native
+from tests.fdlimits import no_free_fds
 from tether._linux import _pidfd
 from tether._spawn import (
     BACKENDS,
@@ -253,19 +254,8 @@ def test_pdeathsig_child_dies_with_its_parent_process() -> None:
 
 
 def test_no_fd_for_the_pidfd_falls_back_for_that_child() -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    highest = max(int(name) for name in os.listdir("/proc/self/fd"))
-    fillers = []  # fill every gap below the highest fd, so no fd is free at all
-    while (fd := os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)) < highest:
-        fillers.append(fd)
-    os.close(fd)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (highest + 1, hard))
-    try:
+    with no_free_fds():
         process = tether.spawn(["sh", "-c", "exit 6"], backend="native")
-    finally:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
-        for fd in fillers:
-            os.close(fd)
     assert process.pidfd is None
     assert _pidfd.pidfds_available()
     assert process.wait() == tether.Exited(6)

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 import pytest
 
 import tether
+from tests.fdlimits import no_free_fds
 from tether._core import _reaper
 from tether._linux import _pidfd
 
@@ -249,6 +250,15 @@ def test_unrecoverable_status_is_unknown_never_zero(monkeypatch: pytest.MonkeyPa
     assert process.returncode is None
     assert "status unknown" in repr(process)
     process.kill()  # a no-op: the pid may already belong to someone else
+
+
+def test_exited_child_on_the_fallback_is_reaped_with_no_fd_to_spare(no_pidfd: None) -> None:
+    process = tether.spawn(["sh", "-c", "exit 5"])
+    assert process.pidfd is None
+    os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOWAIT)  # exited, still unreaped
+    with no_free_fds():
+        assert process.wait(timeout=30) == tether.Exited(5)
+    assert not [t for t in threading.enumerate() if t.name.startswith("tether-exit-watch")]
 
 
 def test_stolen_status_on_the_fallback_is_unknown(no_pidfd: None) -> None:

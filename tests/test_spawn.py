@@ -9,6 +9,7 @@ import resource
 import signal
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -258,6 +259,49 @@ def test_high_numbered_pass_fd(backend: str) -> None:
         os.close(source)
         os.close(high)
     assert out.split() == [b"0", b"1", b"2", str(high).encode()]
+
+
+@pytest.fixture
+def fd_above_soft_limit() -> Iterator[int]:
+    """An inheritable fd numbered above the soft RLIMIT_NOFILE, which is lowered under it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    high = soft - 1
+    lowered = max(int(name) for name in os.listdir("/proc/self/fd")) + 32
+    if lowered >= high:
+        pytest.skip("the soft RLIMIT_NOFILE is too low to open an fd above a lowered one")
+    source = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.dup2(source, high, inheritable=True)
+    finally:
+        os.close(source)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (lowered, hard))
+    try:
+        yield high
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        os.close(high)
+
+
+def test_inheritable_fd_above_the_soft_limit_never_reaches_the_child(
+    backend: str, fd_above_soft_limit: int
+) -> None:
+    if backend == "posix_spawn":  # glibc cannot name it in a file action: refused, clearly
+        with pytest.raises(tether.SpawnError, match="above the soft RLIMIT_NOFILE") as caught:
+            tether.spawn(["true"], backend=backend)
+        assert (caught.value.errno, caught.value.stage) == (errno.EBADF, "close_fds")
+        return
+    assert run_out([PY, "-c", LIST_FDS], backend=backend).split() == [b"0", b"1", b"2"]
+
+
+def test_auto_passes_over_posix_spawn_when_an_fd_above_the_limit_would_leak(
+    fd_above_soft_limit: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tether._spawn, "AUTO_ORDER", ("posix_spawn", "fork"))  # no extension
+    process = tether.spawn([PY, "-c", LIST_FDS], stdout=tether.PIPE)
+    with process:
+        assert process.stdout is not None
+        assert process.stdout.read().split() == [b"0", b"1", b"2"]
+    assert process.backend == "fork"
 
 
 def test_stdio_choices(backend: str, tmp_path: Path) -> None:

@@ -247,3 +247,39 @@ def test_a_crash_in_the_host_is_reported_through_the_contract() -> None:
     assert watcher.crashed
     assert not watcher.alive
     assert host.passes == 0
+
+
+# --- a thread that cannot start ---------------------------------------------------------
+
+
+def test_a_thread_that_cannot_start_leaves_no_fd(
+    host: FakeHost, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_threads_left(self: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(threading.Thread, "start", no_threads_left)
+    with pytest.raises(RuntimeError, match="can't start new thread"):
+        Watcher(host)
+    # the leak guard fails this test if the epoll or the wake-up pipe stayed open
+
+
+def test_an_interrupt_after_the_thread_started_lets_it_close_up(
+    host: FakeHost, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    start = threading.Thread.start
+    started: list[threading.Thread] = []
+
+    def start_then_interrupt(self: threading.Thread) -> None:
+        start(self)
+        started.append(self)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(threading.Thread, "start", start_then_interrupt)
+    with host.lock, pytest.raises(KeyboardInterrupt):
+        Watcher(host)  # built under the host's lock, as the supervisor does
+    monkeypatch.undo()
+    [thread] = started
+    thread.join(WAIT)
+    assert not thread.is_alive()
+    assert host.failures == []

@@ -381,6 +381,13 @@ class Process:
             if self._status is not None or self._lost or self._detached or not self._started:
                 return None
             if self._exit_fd is None:
+                # No pidfd: a child that has exited already is reaped now, with no new fds
+                # (which may have run out) and no thread.
+                with contextlib.suppress(StatusUnknownError):  # poll() will raise it
+                    if self._reap_locked() is not None:
+                        return None
+                if self._lost:
+                    return None
                 self._notifier = ExitNotifier(self.pid)
                 self._exit_fd = self._notifier.fileno
             fd = self._exit_fd

@@ -109,8 +109,12 @@ def choose_backend(plan: SpawnPlan, requested: str) -> ModuleType:
     """The backend module that will run *plan*: the one *requested*, or the first that fits."""
     if requested == "auto":
         for name in AUTO_ORDER:
-            if ineligible_reason(BACKENDS[name], plan) is None:
-                return BACKENDS[name]
+            candidate = BACKENDS[name]
+            if ineligible_reason(candidate, plan) is not None:
+                continue
+            if candidate is _posix_spawn and _posix_spawn.blocked_by_fds(plan):
+                continue  # it would fail: an inheritable fd it cannot close
+            return candidate
         raise AssertionError("the fork backend accepts every plan")
     backend = BACKENDS.get(requested)
     if backend is None:

@@ -14,6 +14,7 @@ sees as end-of-file. On failure the parent reaps the child before raising.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import resource
@@ -158,6 +159,12 @@ def _close_fds_except(keep: list[int]) -> None:
             os.closerange(low, fd)
         low = fd + 1
     os.closerange(low, os.sysconf("SC_OPEN_MAX"))
+    # An fd opened before the soft RLIMIT_NOFILE was lowered can sit above it.
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd >= low:
+            with contextlib.suppress(OSError):  # the listing's own fd, closed by now
+                os.close(fd)
 
 
 def _read_all(fd: int) -> bytes:

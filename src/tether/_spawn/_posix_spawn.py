@@ -42,9 +42,19 @@ def spawn(plan: SpawnPlan, stdio: ChildStdio, receipt: SpawnReceipt) -> None:
     ``_receipt``).
     """
     keep = {0, 1, 2, *plan.pass_fds}
+    leaking = [fd for fd in _inheritable_fds() if fd not in keep]
+    unclosable = unclosable_fds(leaking)
+    if unclosable:
+        raise plan.failure(
+            errno.EBADF,
+            "close_fds",
+            f"inheritable fd {unclosable[0]} is above the soft RLIMIT_NOFILE, where "
+            "posix_spawn cannot close it in the child; use the native or fork backend, "
+            "or make the fd non-inheritable",
+        )
     actions: list[tuple[int, ...]] = [(os.POSIX_SPAWN_DUP2, src, dst) for src, dst in stdio.fd_map]
     actions.extend((os.POSIX_SPAWN_DUP2, fd, fd) for fd in plan.pass_fds if fd > 2)
-    actions.extend((os.POSIX_SPAWN_CLOSE, fd) for fd in _inheritable_fds() if fd not in keep)
+    actions.extend((os.POSIX_SPAWN_CLOSE, fd) for fd in leaking)
     options: dict[str, Any] = {
         "file_actions": actions,
         "setsid": plan.start_new_session,
@@ -59,6 +69,20 @@ def spawn(plan: SpawnPlan, stdio: ChildStdio, receipt: SpawnReceipt) -> None:
     except OSError as exc:
         raise _spawn_error(exc, plan) from None
     open_pidfd_into(receipt)
+
+
+def unclosable_fds(fds: list[int]) -> list[int]:
+    """Those of *fds* that a spawn file action cannot name: glibc refuses (``EBADF``) any fd
+    at or above the soft ``RLIMIT_NOFILE``, which an fd opened before the limit was
+    lowered can be."""
+    limit = os.sysconf("SC_OPEN_MAX")
+    return [fd for fd in fds if limit >= 0 and fd >= limit]
+
+
+def blocked_by_fds(plan: SpawnPlan) -> bool:
+    """Whether an inheritable fd that this backend cannot close would leak into *plan*'s child."""
+    keep = {0, 1, 2, *plan.pass_fds}
+    return bool(unclosable_fds([fd for fd in _inheritable_fds() if fd not in keep]))
 
 
 def _inheritable_fds() -> list[int]:

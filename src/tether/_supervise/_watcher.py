@@ -112,11 +112,15 @@ class Watcher(Generic[R]):
         self._host = host
         self._lock = host.lock
         self._epoll = select.epoll()
-        self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
-        self._epoll.register(self._wake_r, select.EPOLLIN)
+        try:
+            self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        except BaseException:
+            self._epoll.close()
+            raise
         self._watched: dict[int, _Entry[R]] = {}
         self._ready: list[_Entry[R]] = []  # exited before they could be watched
         self._stopping = False
+        self._abandoned = False  # by a constructor that failed after starting the thread
         self._closed = False
         self.crashed = False
         """Whether the thread died of an error (waits then poll the children themselves)."""
@@ -125,7 +129,16 @@ class Watcher(Generic[R]):
         self.served = 0
         """The last poke a complete pass has seen."""
         self._thread = threading.Thread(target=self._run, name=THREAD_NAME, daemon=True)
-        self._thread.start()
+        try:
+            self._epoll.register(self._wake_r, select.EPOLLIN)
+            self._thread.start()
+        except BaseException:  # no thread (out of threads or memory), or an interrupt
+            if self._thread.ident is None:
+                self._close_locked()
+            else:  # interrupted after it started: it stops, and closes up, on its own
+                self._stopping = self._abandoned = True
+                self.wake()
+            raise
 
     @property
     def alive(self) -> bool:
@@ -183,22 +196,28 @@ class Watcher(Generic[R]):
             self.wake()
         self._thread.join()
         with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            for fd, (_, _, lease) in self._watched.items():
-                self._epoll.unregister(fd)
-                _release(fd, lease)
-            self._watched.clear()
-            self._epoll.close()
-            os.close(self._wake_r)
-            os.close(self._wake_w)
+            self._close_locked()
+
+    def _close_locked(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for fd, (_, _, lease) in self._watched.items():
+            self._epoll.unregister(fd)
+            _release(fd, lease)
+        self._watched.clear()
+        self._epoll.close()
+        os.close(self._wake_r)
+        os.close(self._wake_w)
 
     def _run(self) -> None:
         # Signals are for the program's threads: blocked here, they go to one that acts.
         signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
         try:
             self._serve()
+            if self._abandoned:
+                with self._lock:
+                    self._close_locked()
         except BaseException as exc:  # a bug, or no memory: never lose children silently
             with self._lock:
                 self.crashed = True
