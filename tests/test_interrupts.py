@@ -14,6 +14,7 @@ import contextlib
 import os
 import random
 import signal
+import sys
 import time
 from collections.abc import Callable, Iterator
 from types import FrameType
@@ -23,6 +24,11 @@ import pytest
 import tether
 from tether._core._reaper import REAPER
 
+PY = sys.executable
+IGNORE_TERM = (
+    "import signal, sys; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+    "print('ready', flush=True); sys.stdin.read()"
+)
 TETHER_DIR = os.path.dirname(tether.__file__) + os.sep
 TESTS_DIR = os.path.dirname(__file__) + os.sep
 LOOP_SECONDS = 1.5
@@ -136,3 +142,68 @@ def test_the_spawner_thread_undoes_a_spawn_its_caller_abandoned() -> None:
         assert isinstance(process, tether.Process)
         process.kill()
         process.wait()
+
+
+STORM_PERIOD = 0.001
+"""Seconds between the interrupts of a storm: a raising handler every millisecond."""
+
+
+@pytest.mark.parametrize("kill", ["group", "process"])
+def test_a_scope_ending_in_a_storm_of_interrupts_leaves_nothing(kill: str) -> None:
+    """Interrupts every millisecond while the scope stops its children: each lands
+    somewhere in ``__exit__``, and none leaves a child running or unreaped."""
+    scopes_interrupted = 0
+    with interrupts():
+        for _ in range(20):
+            started: list[tether.Process] = []
+            try:
+                with tether.Supervisor(grace=5, kill=kill) as sup:  # type: ignore[arg-type]
+                    started.extend(sup.spawn(["sleep", "60"]) for _ in range(3))
+                    signal.setitimer(signal.ITIMER_REAL, STORM_PERIOD, STORM_PERIOD)
+            except Interrupted:
+                scopes_interrupted += 1
+            finally:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+            for process in started:
+                assert process.status is not None, f"{process.pid} left unreaped"
+                assert process.status.returncode in (-signal.SIGTERM, -signal.SIGKILL)
+    assert scopes_interrupted > 0, "the storm never hit a scope's end: the test proves nothing"
+
+
+def test_an_interrupt_during_the_grace_period_kills_at_once() -> None:
+    """A scope waiting for a child that ignores its stop signal gives up the grace period
+    when interrupted: everything is killed and reaped, then the interrupt propagates."""
+    interrupted = False
+    with interrupts():
+        try:
+            with tether.Supervisor(grace=3600) as sup:
+                stubborn = sup.spawn([PY, "-c", IGNORE_TERM], stdin=tether.PIPE, stdout=tether.PIPE)
+                assert stubborn.stdout is not None
+                assert stubborn.stdout.readline() == b"ready\n"
+                signal.setitimer(signal.ITIMER_REAL, 0.05, STORM_PERIOD)
+        except Interrupted:
+            interrupted = True
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    assert interrupted
+    assert stubborn.status == tether.Signaled(signal.SIGKILL)
+
+
+def test_handlers_outside_a_scope_end_are_called_as_before() -> None:
+    """Inside a scope's body the program's handlers run unchanged, and the scope's end puts
+    them back as they were."""
+    calls: list[int] = []
+
+    def count(signum: int, frame: FrameType | None) -> None:
+        calls.append(signum)
+
+    previous = signal.signal(signal.SIGUSR1, count)
+    try:
+        with tether.Supervisor() as sup:
+            assert signal.getsignal(signal.SIGUSR1) is not count  # behind the shield
+            signal.raise_signal(signal.SIGUSR1)
+            assert calls == [signal.SIGUSR1]
+            sup.spawn(["true"]).wait()
+        assert signal.getsignal(signal.SIGUSR1) is count
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGUSR1, previous)

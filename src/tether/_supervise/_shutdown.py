@@ -80,19 +80,32 @@ class Outcome:
             self.record(tree, exc)
             return False
         except BaseException as exc:  # KeyboardInterrupt: remember it, carry on
-            if self.interrupted is None:
-                self.interrupted = exc
-            else:
-                self.errors.append(exc)
+            self.note_interrupt(exc)
             return None
         return True
 
+    def note_interrupt(self, exc: BaseException) -> None:
+        """Keep *exc*, an interrupt: the first is raised once the stop is done."""
+        if self.interrupted is None:
+            self.interrupted = exc
+        else:
+            self.errors.append(exc)
 
-def wait_tree(tree: ProcessTree, deadline: float) -> bool:
-    """Reap the leader and wait for the rest of its tree until *deadline*; True if all gone."""
+
+def wait_tree(
+    tree: ProcessTree, deadline: float, hurried: Callable[[], bool] | None = None
+) -> bool:
+    """Reap the leader and wait for the rest of its tree until *deadline*; True if all gone.
+
+    False also as soon as *hurried* says so, which is asked every :data:`POLL_MAX_DELAY`
+    seconds (and never when it is None).
+    """
+    slice_end = deadline if hurried is None else min(deadline, time.monotonic())
     try:
-        if wait_for_exit(tree.process, remaining(deadline)) is None:
-            return False
+        while wait_for_exit(tree.process, remaining(slice_end)) is None:
+            if slice_end >= deadline or (hurried is not None and hurried()):
+                return False
+            slice_end = min(deadline, time.monotonic() + POLL_MAX_DELAY)
     except StatusUnknownError:
         pass  # reaped by someone else: its tree still counts
     if tree.cgroup is not None:
@@ -100,7 +113,7 @@ def wait_tree(tree: ProcessTree, deadline: float) -> bool:
     delay = POLL_FIRST_DELAY
     while tree.others_alive():  # grandchildren send no exit notification: poll, bounded
         left = deadline - time.monotonic()
-        if left <= 0:
+        if left <= 0 or (hurried is not None and hurried()):
             return False
         time.sleep(min(delay, left))
         delay = min(2 * delay, POLL_MAX_DELAY)
@@ -167,11 +180,14 @@ def shutdown(
     *,
     outcome: Outcome | None = None,
     before_close: Callable[[], object] | None = None,
+    hurried: Callable[[], bool] | None = None,
 ) -> Outcome:
     """Stop *trees* in parallel: stop signal, one shared grace period, SIGKILL, reap, close.
 
-    An *outcome* that was interrupted already skips the grace period. *before_close*
-    runs once every tree is dead and its leader reaped, before the trees are closed.
+    An *outcome* that was interrupted already skips the grace period, and so does the
+    rest of it once *hurried* says so (it is asked at least every :data:`POLL_MAX_DELAY`
+    seconds). *before_close* runs once every tree is dead and its leader reaped, before
+    the trees are closed.
     """
     outcome = Outcome() if outcome is None else outcome
     live = [tree for tree in trees if not tree.closed]
@@ -179,9 +195,11 @@ def shutdown(
         outcome.attempt(tree, functools.partial(tree.stop, stop_signal))
     deadline = time.monotonic() + grace
     for tree in live:
-        if outcome.interrupted is not None:
+        if outcome.interrupted is not None or (hurried is not None and hurried()):
             break  # no more patience: kill them all now
-        outcome.attempt(tree, functools.partial(_escalate_unless_gone, tree, deadline, outcome))
+        outcome.attempt(
+            tree, functools.partial(_escalate_unless_gone, tree, deadline, outcome, hurried)
+        )
     for tree in live:
         outcome.attempt(tree, tree.kill)  # also where the wait found it gone: catches stragglers
     for tree in live:
@@ -190,8 +208,10 @@ def shutdown(
     return outcome
 
 
-def _escalate_unless_gone(tree: ProcessTree, deadline: float, outcome: Outcome) -> None:
-    if not wait_tree(tree, deadline):
+def _escalate_unless_gone(
+    tree: ProcessTree, deadline: float, outcome: Outcome, hurried: Callable[[], bool] | None
+) -> None:
+    if not wait_tree(tree, deadline, hurried):
         outcome.escalated.append(tree)
 
 

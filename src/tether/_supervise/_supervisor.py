@@ -42,6 +42,7 @@ from .._durations import deadline_after, poll_millis, remaining
 from .._errors import TimeoutExpired
 from .._spawn import SpawnOptions, StrOrBytesPath
 from .._status import Status
+from . import _signal_shield
 from ._base import ScopeSettings, SupervisorBase
 from ._launch import Launch
 from ._records import (
@@ -211,8 +212,10 @@ class Supervisor(SupervisorBase[Process]):
     def __enter__(self) -> Self:
         with self._lock:
             self._open()
+        _signal_shield.shield()
         return self
 
+    @_signal_shield.protect
     def __exit__(
         self,
         exc_type: type[BaseException] | None,
@@ -244,6 +247,7 @@ class Supervisor(SupervisorBase[Process]):
                 self._stop_signal,
                 outcome=outcome,
                 before_close=self._reap_adopted_at_exit,
+                hurried=_signal_shield.hurried,
             )
         finally:
             if watcher is not None:
@@ -254,6 +258,9 @@ class Supervisor(SupervisorBase[Process]):
         with self._lock:
             self._record_final_exits()
             failures = self._unseen_failures()
+        _signal_shield.unshield()
+        for kept in _signal_shield.take_interrupts():  # report() raises the first one
+            outcome.note_interrupt(kept)
         report(exc, outcome, self._grace, self._stop_signal, failures)
 
     # --- called by the watcher thread, through _WatcherHost -----------------------------
