@@ -57,16 +57,16 @@ async def started(script: str, **options: object) -> _async.AsyncProcess:
 
 
 def spy_on_open_process(monkeypatch: pytest.MonkeyPatch) -> list[_async.AsyncProcess]:
-    """Record every AsyncProcess that run_process opens."""
+    """Record every AsyncProcess that run_process (or open_process) makes."""
     opened: list[_async.AsyncProcess] = []
-    real = _async.open_process
+    real = _async.wrap
 
-    async def recording(argv: list[str], **options: object) -> _async.AsyncProcess:
-        process = await real(argv, **options)  # type: ignore[arg-type]
-        opened.append(process)
-        return process
+    def recording(process: tether.Process) -> _async.AsyncProcess:
+        handle = real(process)
+        opened.append(handle)
+        return handle
 
-    monkeypatch.setattr(_async, "open_process", recording)
+    monkeypatch.setattr(_async, "wrap", recording)
     return opened
 
 

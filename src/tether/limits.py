@@ -180,7 +180,9 @@ class Limits:
     case, also ``KiB`` ...); times take ``us``, ``ms``, ``s``, ``m``/``min``, ``h``; a bare number
     is in the kernel's unit. Every set field is stored as ``(soft, hard)`` ints, with
     :data:`resource.RLIM_INFINITY` for unlimited, so ``Limits(cpu="1m") == Limits(cpu=60)``.
-    Bad values raise :exc:`ValueError` naming the field.
+    Bad values raise :exc:`ValueError` naming the field, any negative number among them but
+    :data:`resource.RLIM_INFINITY`: what ``getrlimit`` returns for unlimited must be accepted
+    back, and in CPython it is ``-1``, so ``-1`` also means unlimited. Write ``"unlimited"``.
     """
 
     cpu: tuple[int, int] | None = None

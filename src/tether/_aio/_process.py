@@ -310,8 +310,12 @@ async def run_process(
         parts = chunks.get(target)
         return None if parts is None else b"".join(parts)
 
-    process = await open_process(argv, **options)
-    try:  # nothing awaits between the spawn and here
+    await anyio.lowlevel.checkpoint()  # cancellation is checked before the spawn, never after
+    child = prepare(argv, **options)  # held by this frame from birth: an interrupt loses nothing
+    process: AsyncProcess | None = None
+    try:
+        start(child)
+        process = wrap(child)
         with anyio.move_on_after(timeout) as deadline, ungrouped():
             async with anyio.create_task_group() as tasks:
                 if process.stdin is not None:
@@ -331,7 +335,10 @@ async def run_process(
             await anyio.lowlevel.checkpoint_if_cancelled()  # an outer cancel stays one
             raise TimeoutExpired(process.args, timeout or 0.0, output(1), output(2))
     finally:
-        await process._shutdown(grace)
+        if process is not None:
+            await process._shutdown(grace)
+        else:  # interrupted before the handle existed
+            abort(child)
     completed = Completed(process.args, status, output(1), output(2))
     if check:
         completed.check_returncode()

@@ -89,6 +89,7 @@ class Process:
     _stdio: ChildStdio
     _plan: SpawnPlan | None
     _backend: ModuleType | None
+    _owner: int  # the pid of the process that spawned the child
 
     def __init__(self) -> None:
         raise TypeError("Process handles are created by tether.spawn()")
@@ -113,6 +114,7 @@ class Process:
         self._stdio = ChildStdio()
         self._plan = plan
         self._backend = backend
+        self._owner = os.getpid()
         self._lock = threading.Lock()  # last: __del__ takes a handle without it as half-made
         return self
 
@@ -186,6 +188,7 @@ class Process:
         grandchildren that stayed in the group get it too. While the unreaped leader
         holds the group id, it cannot name another group.
         """
+        self._check_owner()  # before the lock: a forked child may have inherited it held
         with self._lock:
             self._check_attached()
             if self._status is not None or self._lost or not self._started:
@@ -303,8 +306,8 @@ class Process:
 
     def __del__(self) -> None:
         lock = getattr(self, "_lock", None)
-        if lock is None or self._detached:
-            return
+        if lock is None or self._detached or self._owner != os.getpid():
+            return  # half-made, given up, or inherited through os.fork (the parent's child)
         if not self._started:
             undo(self._receipt, self._stdio)  # an abandoned spawn: normally a no-op
             return
@@ -337,6 +340,12 @@ class Process:
         self._check_attached()
         if self._status is not None or self._lost:
             raise ProcessLookupError(f"process {self.pid} has been reaped")
+
+    def _check_owner(self) -> None:
+        if self._owner != os.getpid():
+            raise RuntimeError(
+                f"process {self.pid} is a child of process {self._owner}, not of this one"
+            )
 
     def _check_attached(self) -> None:
         if self._detached:

@@ -33,7 +33,7 @@ class _Reaper:
     """The children handed over by their handles, and the thread that reaps them."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # GC may run Process.__del__ (-> take) under it
         self._idle = threading.Condition(self._lock)
         self._epoll: select.epoll | None = None
         self._thread: threading.Thread | None = None
@@ -50,18 +50,23 @@ class _Reaper:
                 ).start()
                 return
             if self._epoll is None:
-                self._epoll = select.epoll()
-                self._thread = threading.Thread(
-                    target=self._run, args=(self._epoll,), name=THREAD_NAME, daemon=True
-                )
-                self._thread.start()
+                epoll = select.epoll()
+                if self._epoll is not None:  # a collection during epoll() took a child meanwhile
+                    epoll.close()
+                else:
+                    self._epoll = epoll
+                    self._thread = threading.Thread(
+                        target=self._run, args=(epoll,), name=THREAD_NAME, daemon=True
+                    )
+                    self._thread.start()
             self._by_pidfd[pidfd] = (pid, kill_at_exit)
             self._epoll.register(pidfd, select.EPOLLIN)
 
     def pids(self) -> set[int]:
         """The pids of the children held here and not reaped yet."""
         with self._lock:
-            return {pid for pid, _ in self._by_pidfd.values()} | set(self._without_pidfd)
+            held, without = list(self._by_pidfd.values()), list(self._without_pidfd)
+        return {pid for pid, _ in held} | set(without)
 
     def registrations(self) -> int:
         """How many children are held here now."""
@@ -83,20 +88,19 @@ class _Reaper:
         """SIGKILL every child held here that was not detached on purpose, and wait up to
         *patience* seconds for them to be reaped; detached children are not waited for."""
         with self._lock:
-            for pidfd, (_, kill) in self._by_pidfd.items():
+            for pidfd, (_, kill) in list(self._by_pidfd.items()):
                 if kill:
                     with contextlib.suppress(OSError):
                         _pidfd.signal_pidfd(pidfd, signal.SIGKILL)
-            for pid, kill in self._without_pidfd.items():
+            for pid, kill in list(self._without_pidfd.items()):
                 if kill:  # unreaped: its thread reaps under this lock, so the pid is ours
                     with contextlib.suppress(OSError):
                         os.kill(pid, signal.SIGKILL)
             self._idle.wait_for(self._no_doomed_child, patience)
 
     def _no_doomed_child(self) -> bool:
-        return not any(kill for _, kill in self._by_pidfd.values()) and not any(
-            self._without_pidfd.values()
-        )
+        held, without = list(self._by_pidfd.values()), list(self._without_pidfd.values())
+        return not any(kill for _, kill in held) and not any(without)
 
     def _run(self, epoll: select.epoll) -> None:
         # Signals are for the program's threads: blocked here, they go to one that acts.

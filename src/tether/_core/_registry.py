@@ -5,7 +5,8 @@ those children, and the subreaper (``_supervise._subreaper``), which must tell t
 children tether spawned from orphans it adopted. Handles are held weakly (a dropped
 handle gives its child to the background reaper from ``__del__``), and every change and
 every read happens under one lock, so a thread that spawns while another scans never
-breaks the scan.
+breaks the scan. The lock is reentrant: the garbage collector may run a dropped handle's
+``__del__`` (which untracks it) on a thread that holds it, in the middle of ``track``.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ class Handle(Protocol):
         """Reap the child."""
 
 
-_lock = threading.Lock()
+_lock = threading.RLock()  # GC may run Process.__del__ (-> untrack) inside track/live
 _live: weakref.WeakSet[Handle] = weakref.WeakSet()
 
 
@@ -50,7 +51,10 @@ def untrack(process: Handle) -> None:
 def live() -> list[Handle]:
     """The live handles now."""
     with _lock:
-        return list(_live)
+        # One C-level copy of the weak references: no Python code (so no collection, which
+        # may untrack a handle under this reentrant lock) runs in the middle of it.
+        refs: list[weakref.ref[Handle]] = list(_live.data)  # type: ignore[attr-defined]
+    return [process for process in (ref() for ref in refs) if process is not None]
 
 
 def pids() -> set[int]:
@@ -65,5 +69,5 @@ def clear() -> None:
     the fork, and in the child nobody would ever release it. The lock is made anew.
     """
     global _lock, _live
-    _lock = threading.Lock()
+    _lock = threading.RLock()
     _live = weakref.WeakSet()

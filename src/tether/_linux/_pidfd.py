@@ -114,7 +114,8 @@ def names_our_child(pidfd: int) -> bool:
 
     On Linux 5.3 (pidfds but no ``P_PIDFD`` yet) this cannot be told, and is assumed.
     """
-    KERNEL.pidfd_open = True
+    if KERNEL.pidfd_open is None:  # never over a refusal another thread just learnt
+        KERNEL.pidfd_open = True
     try:
         os.waitid(_P_PIDFD, pidfd, os.WEXITED | os.WNOHANG | os.WNOWAIT)
     except ChildProcessError:

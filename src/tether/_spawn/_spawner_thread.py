@@ -62,6 +62,8 @@ class Job:
         """True if the job has finished (the caller undoes what it did); otherwise leave
         *undo* for the spawner thread to run when it finishes, and return False."""
         with self.lock:
+            if self.leftover is not None:
+                return False  # left already: the spawner thread undoes it (or has)
             if self.finished:
                 return True
             self.leftover = undo
@@ -89,6 +91,15 @@ def _job_queue() -> queue.SimpleQueue[Job]:
             threading.Thread(target=_serve, args=(jobs,), name=THREAD_NAME, daemon=True).start()
             _jobs, _owner_pid = jobs, os.getpid()
         return _jobs
+
+
+def _forget_after_fork() -> None:
+    global _lock, _jobs
+    _lock = threading.Lock()  # another thread of the parent may have held it at the fork
+    _jobs = None
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
 
 
 def _serve(jobs: queue.SimpleQueue[Job]) -> None:

@@ -96,6 +96,7 @@ class AsyncSupervisor(SupervisorBase[AsyncProcess]):
         super().__init__(**settings)
         self._task_group = task_group
         self._handles: dict[int, AsyncProcess] = {}  # id(tree) -> its handle, every incarnation
+        self._launches: set[Launch] = set()  # incarnations being started, until recorded
         self._keepers = Keepers(_KeeperHost(self))
 
     @property
@@ -133,10 +134,9 @@ class AsyncSupervisor(SupervisorBase[AsyncProcess]):
                 )
             argv, options = frozen_argv(argv), frozen_options(options)
         self._check_open("start")
-        self._release_finished()
-        handle, tree = await self._launch(argv, options)
-        self._handles[id(tree)] = handle
-        self._trees.append(tree)  # from here on the scope's end stops it, come what may
+        for superseded in self._release_finished():
+            self._let_go(superseded)
+        handle, tree = await self._launch(argv, options)  # in the scope's trees already
         record = Supervised(handle, tree, argv, options, self._tracker(policy))
         self._records.append(record)
         if policy is not None and self._task_group is not None:
@@ -201,6 +201,9 @@ class AsyncSupervisor(SupervisorBase[AsyncProcess]):
         self._state = "closed"
         outcome = Outcome()
         trees: list[ProcessTree] = []
+        for launch in list(self._launches):  # a start whose own cleanup an interrupt cut short
+            stranding = RuntimeError("a child being started when the scope ended")
+            outcome.attempt(None, functools.partial(self._undo_launch, launch, stranding))
         try:
             with anyio.CancelScope(shield=True):
                 await self._keepers.stop()  # first: nothing restarts once the shutdown begins
@@ -253,7 +256,8 @@ class AsyncSupervisor(SupervisorBase[AsyncProcess]):
     async def _launch(
         self, argv: Iterable[StrOrBytesPath], options: SpawnOptions
     ) -> tuple[AsyncProcess, ProcessTree]:
-        """Start one incarnation in a tree of its own; nothing is left behind if that fails.
+        """Start one incarnation in a tree of its own, recorded among the scope's trees (so
+        its end stops it); nothing is left behind if that fails or is interrupted.
 
         Cancellation is checked before the spawn, never after it.
         """
@@ -261,16 +265,29 @@ class AsyncSupervisor(SupervisorBase[AsyncProcess]):
         if self._state != "open":  # the scope ended while we checkpointed
             raise RuntimeError("the supervisor scope ended while the child was being started")
         launch = Launch()
-        handle: AsyncProcess | None = None
+        self._launches.add(launch)  # from here the scope's end undoes it, if nothing else
         try:
             tree = launch.run(self._kill, self._cgroup_parent, argv, options)
             handle = wrap(tree.process)
+            self._handles[id(tree)] = handle
+            self._trees.append(tree)
+            self._launches.discard(launch)
             return handle, tree
         except BaseException as exc:
-            launch.undo(exc)
-            if handle is not None:
-                close_pipes(handle)
+            self._undo_launch(launch, exc)
             raise
+
+    def _undo_launch(self, launch: Launch, error: BaseException) -> None:
+        """Take apart an incarnation whose start failed (notes on *error* say what failed
+        doing so), out of the scope's trees; it is no longer pending."""
+        tree = launch.tree
+        if tree is not None and tree in self._trees:
+            self._trees.remove(tree)
+        handle = None if tree is None else self._handles.pop(id(tree), None)
+        launch.undo(error)  # closes the tree's pipes, which the handle shares
+        if handle is not None:
+            close_pipes(handle)
+        self._launches.discard(launch)
 
     async def _until_change(self, records: list[Supervised[AsyncProcess]]) -> None:
         """Wait until a plain child among *records* exits or a keeper reports a change."""
@@ -294,7 +311,8 @@ class AsyncSupervisor(SupervisorBase[AsyncProcess]):
     async def _relaunch(self, record: Supervised[AsyncProcess]) -> None:
         """Start the next incarnation of *record*, or give it up if that cannot be done."""
         stop_leftovers(record._tree, signal.SIGKILL)
-        self._release_finished()
+        for superseded in self._release_finished():
+            self._let_go(superseded)
         try:
             handle, tree = await self._launch(record._argv, record._options)
         except Exception as exc:
@@ -303,8 +321,6 @@ class AsyncSupervisor(SupervisorBase[AsyncProcess]):
                 record._fail(status, f"restart {record.restarts + 1} failed to spawn: {exc}", exc)
                 self._keepers.notify()
             return
-        self._handles[id(tree)] = handle
-        self._trees.append(tree)
         record._restarted(handle, tree)
         self._keepers.notify()
 

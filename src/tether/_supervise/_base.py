@@ -162,7 +162,7 @@ class SupervisorBase(Generic[H]):
     def _tracker(self, policy: RestartPolicy | None) -> RestartTracker | None:
         return None if policy is None else RestartTracker(policy, self._clock, self._random)
 
-    def _release_finished(self) -> None:
+    def _release_finished(self) -> list[ProcessTree]:
         """Close the pinned pidfds and cgroups of finished trees, and let go of superseded
         incarnations, so that a child restarted for hours costs nothing that grows.
 
@@ -176,16 +176,18 @@ class SupervisorBase(Generic[H]):
         keep = {id(record._tree) for record in self._records}
         keep.update(id(record._first) for record in self._records)
         kept: list[ProcessTree] = []
+        gone: list[ProcessTree] = []
         for tree in self._trees:
             if not tree.closed:
                 with contextlib.suppress(OSError):  # retried, then reported, when the scope ends
                     if tree.finished():
                         tree.close()
             if tree.closed and id(tree) not in keep:
-                self._let_go(tree)
+                gone.append(tree)
             else:
                 kept.append(tree)
         self._trees[:] = kept
+        return gone  # the caller lets go of them (closes pipes) once the scope lock is released
 
     def _let_go(self, tree: ProcessTree) -> None:
         """Forget a finished incarnation that a restart superseded: close its pipes."""

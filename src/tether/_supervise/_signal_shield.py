@@ -34,6 +34,7 @@ __all__ = ["hurried", "protect", "shield", "take_interrupts", "unshield"]
 _Handler = Callable[[int, "FrameType | None"], Any]
 _F = TypeVar("_F", bound=Callable[..., Any])
 
+_SIGNALS = tuple(sorted(signal.valid_signals()))
 _protected: set[CodeType] = set()
 _kept: list[BaseException] = []  # what handlers raised in protected code, oldest first
 _depth = 0  # scopes open in the main thread
@@ -81,7 +82,7 @@ def shield() -> None:
     if not _in_main_thread():
         return
     _depth += 1
-    for signum in signal.valid_signals():
+    for signum in _SIGNALS:
         handler = signal.getsignal(signum)
         if callable(handler) and not isinstance(handler, _Wrapper):
             signal.signal(signum, _Wrapper(handler))
@@ -98,7 +99,7 @@ def unshield() -> None:
     _depth -= 1
     if _depth:
         return
-    for signum in signal.valid_signals():
+    for signum in _SIGNALS:
         handler = signal.getsignal(signum)
         if isinstance(handler, _Wrapper):
             signal.signal(signum, handler.handler)

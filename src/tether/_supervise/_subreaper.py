@@ -97,7 +97,8 @@ def release() -> None:
 
 
 def _forget_after_fork() -> None:
-    global _claims, _previous
+    global _claims, _previous, _lock
+    _lock = threading.Lock()
     _claims = 0
     _previous = False
 

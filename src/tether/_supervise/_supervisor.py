@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import select
 import signal
 import threading
@@ -90,6 +91,7 @@ class Supervisor(SupervisorBase[Process]):
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._watcher: Watcher[Supervised[Process]] | None = None
+        self._owner = os.getpid()
         self._launches: set[Launch] = set()  # incarnations being started, until recorded
 
     @property
@@ -128,9 +130,11 @@ class Supervisor(SupervisorBase[Process]):
         launch = Launch()
         with self._lock:
             self._check_open("spawn")
-            self._release_finished()
+            gone = self._release_finished()
             self._launches.add(launch)  # from here the scope's end undoes it, if nothing else
         try:
+            for superseded in gone:
+                self._let_go(superseded)
             tree = launch.run(self._kill, self._cgroup_parent, argv, options)
             record = Supervised(tree.process, tree, argv, options, self._tracker(policy))
             with self._lock:
@@ -222,6 +226,8 @@ class Supervisor(SupervisorBase[Process]):
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
+        if self._owner != os.getpid():
+            return  # a child made by os.fork leaving the scope: the trees are its parent's
         with self._lock:
             self._state = "closed"
             watcher = self._watcher
@@ -241,6 +247,7 @@ class Supervisor(SupervisorBase[Process]):
             with self._lock:
                 self._end_restarts()
                 trees = list(self._trees)
+                self._changed.notify_all()
             shutdown(
                 trees,
                 self._grace,
@@ -258,6 +265,7 @@ class Supervisor(SupervisorBase[Process]):
         with self._lock:
             self._record_final_exits()
             failures = self._unseen_failures()
+            self._changed.notify_all()  # waiters parked on the watcher's condition
         _signal_shield.unshield()
         for kept in _signal_shield.take_interrupts():  # report() raises the first one
             outcome.note_interrupt(kept)
@@ -291,7 +299,9 @@ class Supervisor(SupervisorBase[Process]):
             if self._state != "open":
                 return
             stop_leftovers(record._tree, signal.SIGKILL)
-            self._release_finished()
+            gone = self._release_finished()
+        for superseded in gone:
+            self._let_go(superseded)
         launch = Launch()
         try:
             tree = launch.run(self._kill, self._cgroup_parent, record._argv, record._options)
