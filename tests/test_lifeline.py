@@ -304,8 +304,12 @@ def test_a_lifeline_that_does_not_answer_ready_is_undone(
     impostor = tmp_path / "impostor.py"
     impostor.write_text("print('nope')\n")
     monkeypatch.setattr(_sentinel, "_SCRIPT", str(impostor))
+    running = _sentinel._Running(SpawnReceipt(), -1)
     with pytest.raises(tether.CgroupError, match=r"did not start .*nope"):
-        _sentinel._start()
+        _sentinel._start(running)
+    running.retire()
+    assert running.receipt.pid == 0
+    assert running.control == -1
 
 
 def test_a_lifeline_that_stops_reading_counts_as_wedged(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -333,3 +337,17 @@ def test_a_forked_child_forgets_the_parents_lifeline() -> None:
     _, status = os.waitpid(child, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     assert _sentinel.LIFELINE.held() == (pid, fds)
+
+
+def test_an_interrupted_lifeline_start_leaves_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C while waiting for ``ready``: the started lifeline is killed and reaped, the
+    pipes closed (the leak guard checks the child and the fds)."""
+
+    def interrupted(fd: int) -> bytes:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(_sentinel, "_read_line", interrupted)
+    lifeline = _sentinel.Lifeline()
+    with pytest.raises(KeyboardInterrupt):
+        lifeline._restart()
+    assert lifeline.held() == (None, frozenset())

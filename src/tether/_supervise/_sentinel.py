@@ -92,14 +92,18 @@ class _Running:
         undo(self.receipt, ChildStdio())
 
 
-def _start() -> _Running:
-    """Start a lifeline for this process and wait until it holds our pidfd."""
+def _start(into: _Running) -> None:
+    """Start a lifeline for this process into *into* and wait until it holds our pidfd.
+
+    The child and the pipe are written into *into* as they come to exist, so that the
+    caller, which holds it already, can take them apart if anything is interrupted.
+    """
     if not sys.executable:
         raise CgroupError(
             errnos.ENOENT, "cannot start the lifeline: no Python interpreter path", _SCRIPT
         )
-    receipt, stdio = SpawnReceipt(), ChildStdio()
-    read_end, write_end = os.pipe2(os.O_CLOEXEC)
+    stdio = ChildStdio()
+    read_end, into.control = os.pipe2(os.O_CLOEXEC)
     try:
         plan = make_plan(
             [sys.executable, "-I", "-S", _SCRIPT, str(os.getpid())],
@@ -108,20 +112,15 @@ def _start() -> _Running:
             start_new_session=True,
             cwd="/",
         )
-        start_child(plan, choose_backend(plan, "auto"), receipt, stdio)
+        start_child(plan, choose_backend(plan, "auto"), into.receipt, stdio)
         answer = _read_line(stdio.parent_ends[1])
         if answer != b"ready\n":
             raise CgroupError(
                 errnos.ECHILD, f"the lifeline did not start (it said {answer!r})", _SCRIPT
             )
-        stdio.close_all()
-        os.set_blocking(write_end, False)
-        return _Running(receipt, write_end)
-    except BaseException:
-        undo(receipt, stdio)
-        os.close(write_end)
-        raise
+        os.set_blocking(into.control, False)
     finally:
+        stdio.close_all()
         os.close(read_end)
 
 
@@ -192,9 +191,14 @@ class Lifeline:
         running, self._running = self._running, None
         if running is not None:
             running.retire()
-        new = _start()
-        self._running = new
-        new.send(b"".join(_record(b"+", path) for path in sorted(self._announced)))
+        self._running = new = _Running(SpawnReceipt(), -1)
+        try:
+            _start(new)
+            new.send(b"".join(_record(b"+", path) for path in sorted(self._announced)))
+        except BaseException:
+            self._running = None
+            new.retire()
+            raise
 
     def _sweep(self, parent: str) -> None:
         stale = _lifeline.stale(parent, spare=os.getpid())
