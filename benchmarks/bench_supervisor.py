@@ -5,8 +5,9 @@ Method
 For each count N (``--counts``, default 1, 100 and 1,000), each API (``tether.Supervisor``
 in the main thread; ``tether.AsyncSupervisor`` on asyncio and on trio, one
 ``anyio.run(..., backend=...)`` per run), each kill mode (``group``; ``cgroup`` when a
-cgroup v2 directory is writable here, skipped with the reason otherwise) and each child
-kind, one run goes like this:
+cgroup v2 directory is writable here, skipped with the reason otherwise; and
+``group+subreaper``, group mode with ``subreaper=True``, where the grandchildren's
+zombies wait for *us* to reap them) and each child kind, one run goes like this:
 
 1. Enter ``Supervisor(grace=30, kill=MODE)`` (``AsyncSupervisor``: ``async with``) and
    start N children with ``sup.spawn(argv)`` (``await sup.start(argv)``). Timed, but
@@ -28,7 +29,11 @@ The child kinds:
 * ``sleep``: ``sleep 600``, which SIGTERM ends at once (one process per tree);
 * ``sh+sleep``: ``sh -c 'sleep 600 & wait'``, a shell blocked in ``wait`` with a
   ``sleep 600`` grandchild in its process group (two processes per tree). SIGTERM
-  ends both; the grandchild is then reaped by init (PID 1), not by us.
+  ends both; the grandchild is then reaped by init (PID 1), not by us, except with
+  ``subreaper=True``.
+
+``--modes``, ``--apis`` and ``--kinds`` pick a subset (comma-separated), e.g.
+``--counts 1000 --apis sync --modes group,group+subreaper`` for the 1,000-tree stop.
 
 The grace period (30 s) is far longer than any stop takes, so SIGTERM alone ends
 every tree and the time measured is the stop path, not the grace; a
@@ -92,7 +97,8 @@ DEFAULT_REPEATS = 3
 QUICK_COUNTS = (1, 100)
 QUICK_REPEATS = 1
 APIS = ("sync", "asyncio", "trio")
-MODES: tuple[tether.KillMode, ...] = ("group", "cgroup")
+MODES = ("group", "group+subreaper", "cgroup")
+"""A kill mode, ``+subreaper`` for ``subreaper=True``."""
 FDS_PER_TREE = 5
 """File descriptors per tree, at most: pidfd, pinned dup or cgroup watch fds, ours."""
 SPARE_FDS = 100
@@ -142,7 +148,7 @@ class Run:
 class Contender:
     api: str
     """``sync``, ``asyncio`` or ``trio``."""
-    mode: tether.KillMode
+    mode: str
     kind: Kind
     run: Callable[[int], Run] = field(compare=False)
 
@@ -151,8 +157,14 @@ class Contender:
         return contender_name(self.api, self.mode, self.kind)
 
 
-def contender_name(api: str, mode: tether.KillMode, kind: Kind) -> str:
+def contender_name(api: str, mode: str, kind: Kind) -> str:
     return f"{api} / {mode} / {kind.name}"
+
+
+def scope_settings(mode: str) -> dict[str, Any]:
+    """The supervisor settings of *mode* (``group``, ``group+subreaper``, ``cgroup``)."""
+    kill, _, extra = mode.partition("+")
+    return {"grace": GRACE, "kill": kill, "subreaper": extra == "subreaper"}
 
 
 @dataclass(frozen=True)
@@ -310,7 +322,7 @@ def recorded_warnings() -> Iterator[list[warnings.WarningMessage]]:
 # --- the contenders -------------------------------------------------------------------
 
 
-def sync_contender(mode: tether.KillMode, kind: Kind) -> Contender:
+def sync_contender(mode: str, kind: Kind) -> Contender:
     name = contender_name("sync", mode, kind)
 
     def run(count: int) -> Run:
@@ -319,7 +331,7 @@ def sync_contender(mode: tether.KillMode, kind: Kind) -> Contender:
         try:
             with recorded_warnings() as caught:
                 start = time.perf_counter_ns()
-                with tether.Supervisor(grace=GRACE, kill=mode) as sup:
+                with tether.Supervisor(**scope_settings(mode)) as sup:
                     for _ in range(count):
                         children.append(sup.spawn(kind.argv))
                     spawned = time.perf_counter_ns()
@@ -334,7 +346,7 @@ def sync_contender(mode: tether.KillMode, kind: Kind) -> Contender:
     return Contender("sync", mode, kind, run)
 
 
-def async_contender(loop: str, mode: tether.KillMode, kind: Kind) -> Contender:
+def async_contender(loop: str, mode: str, kind: Kind) -> Contender:
     name = contender_name(loop, mode, kind)
 
     async def in_loop(count: int) -> Run:
@@ -343,7 +355,7 @@ def async_contender(loop: str, mode: tether.KillMode, kind: Kind) -> Contender:
         try:
             with recorded_warnings() as caught:
                 start = time.perf_counter_ns()
-                async with tether.AsyncSupervisor(grace=GRACE, kill=mode) as sup:
+                async with tether.AsyncSupervisor(**scope_settings(mode)) as sup:
                     for _ in range(count):
                         children.append(await sup.start(kind.argv))
                     spawned = time.perf_counter_ns()
@@ -361,11 +373,13 @@ def async_contender(loop: str, mode: tether.KillMode, kind: Kind) -> Contender:
     return Contender(loop, mode, kind, run)
 
 
-def default_contenders(modes: Sequence[tether.KillMode]) -> list[Contender]:
+def default_contenders(
+    modes: Sequence[str], apis: Sequence[str] = APIS, kinds: Sequence[Kind] = KINDS
+) -> list[Contender]:
     contenders = []
-    for api in APIS:
+    for api in apis:
         for mode in modes:
-            for kind in KINDS:
+            for kind in kinds:
                 if api == "sync":
                     contenders.append(sync_contender(mode, kind))
                 else:
@@ -527,6 +541,19 @@ def write_json(path: Path, env: dict[str, Any], rows: Sequence[Row]) -> None:
     write_document(path, document)
 
 
+def choice_list(choices: Sequence[str]) -> Callable[[str], list[str]]:
+    """An argparse type: a comma-separated subset of *choices*."""
+
+    def parse(text: str) -> list[str]:
+        picked = [item.strip() for item in text.split(",") if item.strip()]
+        wrong = [item for item in picked if item not in choices]
+        if wrong or not picked:
+            raise argparse.ArgumentTypeError(f"choose among {','.join(choices)}, not {text!r}")
+        return picked
+
+    return parse
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = make_parser(__doc__)
     default_counts = ",".join(map(str, DEFAULT_COUNTS))
@@ -543,6 +570,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=DEFAULT_REPEATS,
         help=f"runs per count and contender (default {DEFAULT_REPEATS})",
     )
+    for option, choices in (
+        ("--modes", MODES),
+        ("--apis", APIS),
+        ("--kinds", tuple(k.name for k in KINDS)),
+    ):
+        parser.add_argument(
+            option,
+            type=choice_list(choices),
+            default=list(choices),
+            metavar="X,Y,...",
+            help=f"a subset of {','.join(choices)} (default all)",
+        )
     quick_counts = ",".join(map(str, QUICK_COUNTS))
     add_run_options(
         parser,
@@ -571,15 +610,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         seed=args.seed,
     )
     print(format_header(env), flush=True)
-    modes = MODES
+    modes = args.modes
+    kinds = [k for k in KINDS if k.name in args.kinds]
     skipped: list[str] = []
-    if skipped_reason is not None:
+    if skipped_reason is not None and "cgroup" in modes:
         print(f'kill="cgroup" skipped: cgroups cannot be created here: {skipped_reason}')
-        modes = tuple(m for m in MODES if m != "cgroup")
+        modes = [m for m in modes if m != "cgroup"]
         skipped = [
-            f"{api} / cgroup / {kind.name} (cgroup not writable)" for api in APIS for kind in KINDS
+            f"{api} / cgroup / {kind.name} (cgroup not writable)"
+            for api in args.apis
+            for kind in kinds
         ]
-    contenders = default_contenders(modes)
+    contenders = default_contenders(modes, args.apis, kinds)
     rows = measure(contenders, args.counts, args.repeats, random.Random(args.seed))
     for count in args.counts:
         print()

@@ -4,7 +4,9 @@ Used by the autouse fixture in ``conftest.py``. Processes are found through
 ``/proc/self/task/*/children`` (a zombie is still a child until reaped), threads
 through ``/proc/self/task`` (which also sees threads Python does not know about),
 fds through ``/proc/self/fd`` with their targets, so a number closed and reopened
-for something else counts as a leak too.
+for something else counts as a leak too. tether's lifeline (started by the first
+``kill="cgroup"`` child, one per process for its lifetime) is not a leak, and
+neither are the fds this process holds for it.
 """
 
 from __future__ import annotations
@@ -31,23 +33,31 @@ class Snapshot:
     fds: frozenset[tuple[int, str]]
 
 
+def _lifeline() -> tuple[int | None, frozenset[int]]:
+    """tether's lifeline process (one per process, for its lifetime, by design) and its fds."""
+    from tether._supervise._sentinel import LIFELINE
+
+    return LIFELINE.held()
+
+
 def _children() -> frozenset[int]:
     pids: set[int] = set()
     for tid in os.listdir("/proc/self/task"):
         with contextlib.suppress(FileNotFoundError), open(f"/proc/self/task/{tid}/children") as f:
             pids.update(int(pid) for pid in f.read().split())
-    return frozenset(pids)
+    return frozenset(pids - {_lifeline()[0]})
 
 
 def _fds() -> frozenset[tuple[int, str]]:
     from tether._core._reaper import REAPER  # its epoll fd lives as long as the process
 
     found = set()
+    lifeline_fds = _lifeline()[1]
     listing = os.open("/proc/self/fd", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         for name in os.listdir(listing):
             fd = int(name)
-            if fd in (listing, REAPER.epoll_fd()):
+            if fd in (listing, REAPER.epoll_fd()) or fd in lifeline_fds:
                 continue
             with contextlib.suppress(FileNotFoundError):
                 found.add((fd, os.readlink(name, dir_fd=listing)))

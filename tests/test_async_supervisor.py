@@ -187,13 +187,13 @@ class Interrupt(BaseException):
 async def test_an_interrupt_during_the_shutdown_kills_and_reaps_at_once(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    async def interrupted(self: AsyncSupervisor, tree: ProcessTree, outcome: object) -> None:
+    async def interrupted(self: AsyncSupervisor, tree: ProcessTree) -> None:
         if tree is self._trees[0]:
             await anyio.lowlevel.checkpoint()
             raise Interrupt
         await anyio.sleep_forever()  # the other stop is under way when the interrupt comes
 
-    monkeypatch.setattr(AsyncSupervisor, "_stop_tree", interrupted)
+    monkeypatch.setattr(AsyncSupervisor, "_wait_leader", interrupted)
     with pytest.raises(Interrupt):  # noqa: PT012
         async with AsyncSupervisor(grace=30) as sup:
             processes = [await started(sup, IGNORE_TERM) for _ in range(2)]

@@ -20,6 +20,7 @@ import contextlib
 import gc
 import os
 import signal
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -81,6 +82,11 @@ def _clean_up(owned: list[tether.Process]) -> None:
 
 @pytest.mark.filterwarnings("ignore::ResourceWarning")  # the dropped handles say so, rightly
 def test_a_storm_of_interrupts_over_thousands_of_cycles_leaves_nothing() -> None:
+    if sys.gettrace() is not None:
+        # Seen once under coverage: the soak hung in coverage's own data lock
+        # (Collector.lock_data, reached from a dropped handle's __del__), a lock of the
+        # tracer's, not tether's. `make test-all` runs this untraced.
+        pytest.skip("the soak deadlocks coverage's tracer (a lock of its own, not tether's)")
     cycles = int(os.environ.get("TETHER_SOAK_CYCLES", DEFAULT_CYCLES))
     owned: list[tether.Process] = []
     outcomes: Counter[str] = Counter()

@@ -30,10 +30,11 @@ Three kernel interfaces do the work:
   with a timeout and async code awaits with ``anyio.wait_readable``: no sleep loop.
 * ``rmdir`` removes an empty cgroup once the tree is gone.
 
-Limitation: no kernel mechanism kills a cgroup when the process that created it
-dies. If the supervising process is SIGKILLed, its direct children still die by
-``pdeathsig``, but a grandchild that called ``setsid`` survives in the left-over
-``tether-*`` cgroup, which is also not removed.
+No kernel mechanism kills a cgroup when the process that created it dies. So a
+:class:`CgroupWatcher` may be told of each cgroup: before its ``mkdir`` and after its
+removal. The supervisors pass the lifeline (``_supervise._sentinel``), a helper
+process that kills and removes the announced cgroups if the supervising process dies
+without doing it (SIGKILL, a crash).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ import os
 import re
 import select
 import signal
+from typing import Protocol
 
 from typing_extensions import final
 
@@ -52,7 +54,7 @@ from .._durations import deadline_after, remaining
 from .._errors import CgroupError
 from . import _pidfd
 
-__all__ = ["cgroup2_mount", "own_cgroup_dir", "writable_parent"]
+__all__ = ["CgroupWatcher", "cgroup2_mount", "own_cgroup_dir", "writable_parent"]
 
 _NAMES = itertools.count(1)
 _EVENTS_SIZE = 4096
@@ -125,6 +127,16 @@ def writable_parent(parent: str | None = None) -> str:
     return directory
 
 
+class CgroupWatcher(Protocol):
+    """Told of every cgroup a :class:`Cgroup` makes, to remove it should we die first."""
+
+    def announce(self, path: str) -> None:
+        """Cgroup *path* is about to be made."""
+
+    def withdraw(self, path: str) -> None:
+        """Cgroup *path* was removed, or was never made."""
+
+
 @final
 class Cgroup:
     """One cgroup created for one supervised child and everything it starts."""
@@ -132,22 +144,39 @@ class Cgroup:
     path: str
     """The cgroup's directory, passed to the child as ``cgroup=``."""
 
-    def __init__(self, path: str, events_fd: int, watch: select.epoll) -> None:
+    def __init__(
+        self,
+        path: str,
+        events_fd: int,
+        watch: select.epoll,
+        watcher: CgroupWatcher | None = None,
+    ) -> None:
         self.path = path
         self._events_fd = events_fd
         self._watch = watch
+        self._watcher = watcher
         self._removed = False
 
     @classmethod
-    def create(cls, parent: str) -> Cgroup:
-        """Create ``tether-<pid>-<n>`` under *parent*; raise :class:`CgroupError` on failure."""
+    def create(cls, parent: str, watcher: CgroupWatcher | None = None) -> Cgroup:
+        """Create ``tether-<pid>-<n>`` under *parent*; raise :class:`CgroupError` on failure.
+
+        *watcher* hears of the name before the ``mkdir``, so that no cgroup of ours ever
+        exists unannounced, and of its removal.
+        """
         while True:
             path = os.path.join(parent, f"tether-{os.getpid()}-{next(_NAMES)}")
+            if watcher is not None:
+                watcher.announce(path)
             try:
                 os.mkdir(path, _MODE)
             except FileExistsError:  # left by an earlier process that had our pid
+                if watcher is not None:
+                    watcher.withdraw(path)
                 continue
             except OSError as exc:
+                if watcher is not None:
+                    watcher.withdraw(path)
                 raise CgroupError(
                     exc.errno, f"cannot create a cgroup: {exc.strerror}", path
                 ) from exc
@@ -163,9 +192,11 @@ class Cgroup:
             if events_fd >= 0:
                 os.close(events_fd)
             os.rmdir(path)
+            if watcher is not None:
+                watcher.withdraw(path)
             raise
         watch.register(events_fd, select.EPOLLPRI)
-        self = cls(path, events_fd, watch)
+        self = cls(path, events_fd, watch, watcher)
         self.populated()  # acknowledge the event a freshly opened file reports
         return self
 
@@ -256,6 +287,8 @@ class Cgroup:
         self._removed = True
         self._watch.close()
         os.close(self._events_fd)
+        if self._watcher is not None:
+            self._watcher.withdraw(self.path)
 
     def __repr__(self) -> str:
         return f"<tether cgroup {self.path}>"

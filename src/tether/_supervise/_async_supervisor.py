@@ -4,10 +4,10 @@ The policy is :class:`tether.Supervisor`'s (see ``_supervisor`` and ``_shutdown`
 stop signal to every child at once, one shared grace period, SIGKILL for what is left,
 a :class:`KilledAfterGraceWarning` when that was needed, every child reaped before the
 scope returns, and failures attached to the body's exception or raised in an
-``ExceptionGroup``. Only the waiting is async: each tree is stopped by its own task
-in an anyio task group, the leader awaited on its pidfd (``AsyncProcess.wait``), a
-cgroup through the readiness of its ``cgroup.events`` watch fd, and grandchildren of
-a process group, which send no notification, polled with ``anyio.sleep`` backoff.
+``ExceptionGroup``. Only the waiting is async (``_async_stop``): each leader awaited on
+its pidfd (``AsyncProcess.wait``) and each cgroup on its ``cgroup.events`` watch fd by
+a task of its own, and the process groups, which send no notification, together, one
+look at ``/proc`` per round in a worker thread (``_census``).
 
 Leaving the scope by cancellation is the common case, so the whole shutdown runs in
 a shielded cancel scope and the cancellation is delivered afterwards, unless
@@ -44,7 +44,6 @@ restarts during the shutdown; a keeper that has not started yet finds the scope 
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import signal
 import sys
@@ -58,16 +57,16 @@ from typing_extensions import Self, Unpack, final
 
 from .._aio._groups import lone
 from .._aio._process import AsyncProcess, close_pipes, wrap
-from .._errors import StatusUnknownError
 from .._spawn import SpawnOptions, StrOrBytesPath
 from .._status import Status
+from ._async_stop import stop_all
 from ._base import ScopeSettings, SupervisorBase
 from ._keepers import Keepers
 from ._launch import Launch
 from ._records import Supervised, frozen_argv, frozen_options, parse_policy, stop_leftovers
 from ._restart import Backoff, RestartMode, RestartPolicy
-from ._shutdown import POLL_FIRST_DELAY, POLL_MAX_DELAY, Outcome, abandon, close_all, finish, report
-from ._tree import KILL_PATIENCE, ProcessTree
+from ._shutdown import Outcome, abandon, close_all, finish, report
+from ._tree import ProcessTree
 
 if sys.version_info < (3, 11):  # pragma: no cover
     pass  # type: ignore[import-not-found, unused-ignore]
@@ -211,9 +210,9 @@ class AsyncSupervisor(SupervisorBase[AsyncProcess]):
                 trees = [tree for tree in self._trees if not tree.closed]
                 for tree in trees:
                     outcome.attempt(tree, functools.partial(tree.stop, self._stop_signal))
-                async with anyio.create_task_group() as tasks:
-                    for tree in trees:
-                        tasks.start_soon(self._stop_tree, tree, outcome)
+                await stop_all(
+                    trees, self._wait_leader, self._grace, outcome, self._reap_adopted_at_exit
+                )
                 close_all(trees, outcome, self._reap_adopted_at_exit)
         except BaseException as interrupt:  # shields cannot hold these off: kill, reap, re-raise
             outcome.interrupted = lone(interrupt)
@@ -233,25 +232,8 @@ class AsyncSupervisor(SupervisorBase[AsyncProcess]):
             exc = None  # a cancel scope would swallow notes on it: raise the failures instead
         report(exc, outcome, self._grace, self._stop_signal, self._unseen_failures())
 
-    async def _stop_tree(self, tree: ProcessTree, outcome: Outcome) -> None:
-        handle = self._handles[id(tree)]
-        try:
-            with anyio.move_on_after(self._grace) as patience:
-                with contextlib.suppress(StatusUnknownError):
-                    await handle.wait()
-                await _others_gone(tree)
-            if patience.cancelled_caught:
-                outcome.escalated.append(tree)
-            tree.kill()  # also where the wait found it gone: catches stragglers
-            with contextlib.suppress(StatusUnknownError):
-                await handle.wait()
-            with anyio.move_on_after(KILL_PATIENCE) as patience:
-                await _others_gone(tree)
-            if patience.cancelled_caught:
-                outcome.record(tree, tree.survivors())
-        except Exception as exc:
-            outcome.record(tree, exc)
-        finish(tree, outcome, confirm=False, close=False)  # closed with the others
+    async def _wait_leader(self, tree: ProcessTree) -> None:
+        await self._handles[id(tree)].wait()
 
     async def _launch(
         self, argv: Iterable[StrOrBytesPath], options: SpawnOptions
@@ -358,16 +340,3 @@ class _KeeperHost:
 
     def keeper_ended(self, record: Supervised[AsyncProcess]) -> None:
         record._unkeep("its keeper task was cancelled")
-
-
-async def _others_gone(tree: ProcessTree) -> None:
-    """After the leader's exit, wait until no other process of its tree lives."""
-    cgroup = tree.cgroup
-    if cgroup is not None:
-        while cgroup.populated():
-            await anyio.wait_readable(cgroup.watch_fd)
-        return
-    delay = POLL_FIRST_DELAY
-    while tree.others_alive():  # grandchildren send no exit notification: poll
-        await anyio.sleep(delay)
-        delay = min(2 * delay, POLL_MAX_DELAY)

@@ -23,6 +23,7 @@ from .._core._process import Process
 from .._core._spawning import abort, prepare, start
 from .._linux._cgroup import Cgroup
 from .._spawn import SpawnOptions, StrOrBytesPath
+from ._sentinel import LIFELINE
 from ._shutdown import abandon
 from ._tree import KillMode, ProcessTree, prepare_options
 
@@ -52,7 +53,7 @@ class Launch:
         """Create the cgroup (in cgroup mode), start the child, pin its group."""
         if mode == "cgroup":
             assert cgroup_parent is not None, "resolved on entering the scope"
-            self.cgroup = Cgroup.create(cgroup_parent)
+            self.cgroup = Cgroup.create(cgroup_parent, LIFELINE)
         self.process = prepare(argv, **prepare_options(mode, options, self.cgroup))
         start(self.process)
         self.tree = ProcessTree(self.process, mode, self.cgroup)

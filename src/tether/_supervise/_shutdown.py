@@ -6,10 +6,11 @@ a ceiling and not a sleep, and whatever is still alive when it runs out is SIGKI
 together, with a :class:`KilledAfterGraceWarning`. An interrupt during that wait cuts
 it short: everything is killed and reaped, then the interrupt propagates.
 
-The leader's exit is awaited on its pidfd; only the grandchildren, which send no
-notification, are polled, with a backoff from 1 ms up to 50 ms. Whatever the polling
-concluded, every tree gets a SIGKILL once the grace period is over (a no-op when it is
-empty), so a process that slipped past the scan dies anyway.
+The leader's exit is awaited on its pidfd, a cgroup's emptiness on ``cgroup.events``;
+the members of process groups, which send no notification, are found for all trees at
+once, one look at ``/proc`` per round, and awaited on pidfds (``_census``). Whatever
+the waiting concluded, every tree gets a SIGKILL once the grace period is over (a no-op
+when it is empty), so a process that slipped past the scan dies anyway.
 
 Failures while stopping are never swallowed (:func:`report`), and neither are the
 supervised children that were given up (``_records``) and that no ``wait_any()`` or
@@ -32,6 +33,7 @@ from .._core._process import Process
 from .._durations import remaining
 from .._errors import KilledAfterGraceWarning, StatusUnknownError
 from .._status import signal_name
+from ._census import POLL_FIRST_DELAY, POLL_MAX_DELAY, Reap, groups_gone
 from ._tree import KILL_PATIENCE, ProcessTree
 
 if sys.version_info < (3, 11):  # pragma: no cover
@@ -47,10 +49,8 @@ __all__ = [
     "report",
     "shutdown",
     "wait_tree",
+    "wait_trees",
 ]
-
-POLL_FIRST_DELAY = 0.001
-POLL_MAX_DELAY = 0.05
 
 
 class Outcome:
@@ -62,9 +62,9 @@ class Outcome:
         self.interrupted: BaseException | None = None
 
     def record(self, tree: ProcessTree | None, error: BaseException) -> None:
-        """Keep *error*, noting which process it came from (None: the orphans adopted)."""
+        """Keep *error*, noting which process it came from (None: orphans or groups)."""
         if tree is None:
-            add_note(error, "tether: while reaping the orphans the scope adopted")
+            add_note(error, "tether: while reaping adopted orphans or waiting for process groups")
         else:
             add_note(
                 error,
@@ -92,20 +92,11 @@ class Outcome:
             self.errors.append(exc)
 
 
-def wait_tree(
-    tree: ProcessTree, deadline: float, hurried: Callable[[], bool] | None = None
-) -> bool:
-    """Reap the leader and wait for the rest of its tree until *deadline*; True if all gone.
-
-    False also as soon as *hurried* says so, which is asked every :data:`POLL_MAX_DELAY`
-    seconds (and never when it is None).
-    """
-    slice_end = deadline if hurried is None else min(deadline, time.monotonic())
+def wait_tree(tree: ProcessTree, deadline: float) -> bool:
+    """Reap the leader and wait for the rest of its tree until *deadline*; True if all gone."""
     try:
-        while wait_for_exit(tree.process, remaining(slice_end)) is None:
-            if slice_end >= deadline or (hurried is not None and hurried()):
-                return False
-            slice_end = min(deadline, time.monotonic() + POLL_MAX_DELAY)
+        if wait_for_exit(tree.process, remaining(deadline)) is None:
+            return False
     except StatusUnknownError:
         pass  # reaped by someone else: its tree still counts
     if tree.cgroup is not None:
@@ -113,7 +104,7 @@ def wait_tree(
     delay = POLL_FIRST_DELAY
     while tree.others_alive():  # grandchildren send no exit notification: poll, bounded
         left = deadline - time.monotonic()
-        if left <= 0 or (hurried is not None and hurried()):
+        if left <= 0:
             return False
         time.sleep(min(delay, left))
         delay = min(2 * delay, POLL_MAX_DELAY)
@@ -173,6 +164,57 @@ def abandon(tree: ProcessTree, error: BaseException) -> None:
         add_note(error, _describe(problem))
 
 
+def wait_trees(
+    trees: list[ProcessTree],
+    deadline: float,
+    outcome: Outcome,
+    reap: Reap | None = None,
+    hurried: Callable[[], bool] | None = None,
+) -> list[ProcessTree]:
+    """Reap each leader and wait for the rest of every tree until *deadline*; return the
+    trees not gone by then. The process groups are waited for together (``_census``),
+    *reap* reaping the adopted orphans at each round. A tree whose wait failed is
+    recorded in *outcome* and not returned; an interrupt ends the waiting (it is
+    recorded too), and only the trees found not gone until then are returned. Once
+    *hurried* says so, the waiting ends too, and every tree not seen gone is returned."""
+    not_gone: list[ProcessTree] = []
+    groups: list[ProcessTree] = []
+    for index, tree in enumerate(trees):
+        if _hurried(hurried):
+            return not_gone + groups + trees[index:]
+        step = functools.partial(_leader_gone, tree, deadline, not_gone, groups, hurried)
+        if outcome.attempt(tree, step) is None:
+            return not_gone
+    left: list[ProcessTree] = []
+    if groups:
+        outcome.attempt(None, lambda: left.extend(groups_gone(groups, deadline, reap, hurried)))
+    return not_gone + left
+
+
+def _leader_gone(
+    tree: ProcessTree,
+    deadline: float,
+    not_gone: list[ProcessTree],
+    groups: list[ProcessTree],
+    hurried: Callable[[], bool] | None,
+) -> None:
+    try:
+        exited = _patiently(
+            lambda timeout: wait_for_exit(tree.process, timeout) is not None, deadline, hurried
+        )
+        if not exited:
+            not_gone.append(tree)
+            return
+    except StatusUnknownError:
+        pass  # reaped by someone else: its tree still counts
+    cgroup = tree.cgroup
+    if cgroup is not None:
+        if not _patiently(cgroup.wait_empty, deadline, hurried):
+            not_gone.append(tree)
+    else:
+        groups.append(tree)
+
+
 def shutdown(
     trees: list[ProcessTree],
     grace: float,
@@ -186,33 +228,48 @@ def shutdown(
 
     An *outcome* that was interrupted already skips the grace period, and so does the
     rest of it once *hurried* says so (it is asked at least every :data:`POLL_MAX_DELAY`
-    seconds). *before_close* runs once every tree is dead and its leader reaped, before
-    the trees are closed.
+    seconds). *before_close* reaps the orphans adopted: at each round of waiting for the
+    process groups, and once every tree is dead and its leader reaped, before the trees
+    are closed.
     """
     outcome = Outcome() if outcome is None else outcome
     live = [tree for tree in trees if not tree.closed]
     for tree in live:
         outcome.attempt(tree, functools.partial(tree.stop, stop_signal))
-    deadline = time.monotonic() + grace
-    for tree in live:
-        if outcome.interrupted is not None or (hurried is not None and hurried()):
-            break  # no more patience: kill them all now
-        outcome.attempt(
-            tree, functools.partial(_escalate_unless_gone, tree, deadline, outcome, hurried)
-        )
+    unsure = live  # the trees that may still have a live process after the SIGKILL
+    if outcome.interrupted is None and not _hurried(hurried):  # else kill them all now
+        deadline = time.monotonic() + grace
+        late = wait_trees(live, deadline, outcome, before_close, hurried)
+        if outcome.interrupted is None and not _hurried(hurried):
+            outcome.escalated.extend(late)
+            unsure = late  # a group seen without a live member gains none: nobody is left to fork
     for tree in live:
         outcome.attempt(tree, tree.kill)  # also where the wait found it gone: catches stragglers
     for tree in live:
-        finish(tree, outcome, close=False)
+        finish(tree, outcome, confirm=False, close=False)
+    for tree in wait_trees(unsure, time.monotonic() + KILL_PATIENCE, outcome, before_close):
+        outcome.record(tree, tree.survivors())
     close_all(live, outcome, before_close)
     return outcome
 
 
-def _escalate_unless_gone(
-    tree: ProcessTree, deadline: float, outcome: Outcome, hurried: Callable[[], bool] | None
-) -> None:
-    if not wait_tree(tree, deadline, hurried):
-        outcome.escalated.append(tree)
+def _hurried(hurried: Callable[[], bool] | None) -> bool:
+    return hurried is not None and hurried()
+
+
+def _patiently(
+    step: Callable[[float | None], bool], deadline: float, hurried: Callable[[], bool] | None
+) -> bool:
+    """Call ``step(timeout)`` until it returns True (then True) or *deadline* passes; with
+    *hurried*, in slices of :data:`POLL_MAX_DELAY` seconds, and False once it says so."""
+    if hurried is None:
+        return step(remaining(deadline))
+    while True:
+        slice_end = min(deadline, time.monotonic() + POLL_MAX_DELAY)
+        if step(remaining(slice_end)):
+            return True
+        if slice_end >= deadline or hurried():
+            return False
 
 
 # --- reporting -------------------------------------------------------------------------

@@ -135,27 +135,46 @@ def _cgroup_of(pid: int) -> str | None:
         return None
 
 
-def _belongs(pid: int, trees: list[ProcessTree]) -> bool:
-    """Whether our child *pid* is in one of *trees*; see the module documentation."""
+class _Index:
+    """The open trees by process group and by cgroup, so each orphan is checked in O(1)."""
+
+    def __init__(self, trees: Iterable[ProcessTree]) -> None:
+        self.groups: dict[int, ProcessTree] = {}
+        self.cgroups: dict[str, ProcessTree] = {}
+        for tree in trees:
+            if tree.closed:
+                continue
+            if tree.cgroup is not None:
+                self.cgroups[tree.cgroup.path] = tree
+            elif tree.mode == "group":
+                self.groups[tree.process.pid] = tree
+
+    def in_cgroup(self, cgroup: str) -> bool:
+        """Whether *cgroup* is one of the trees' cgroups or below one."""
+        while cgroup not in self.cgroups:
+            parent = os.path.dirname(cgroup)
+            if parent == cgroup:
+                return False
+            cgroup = parent
+        return True
+
+
+def _belongs(pid: int, index: _Index) -> bool:
+    """Whether our child *pid* is in one of the indexed trees; see the module documentation."""
     found = _parent_and_group(pid)
     if found is None or found[0] != os.getpid():
         return False
-    pgid = found[1]
-    cgroup = None
-    for tree in trees:
-        if tree.closed:
-            continue
-        if tree.cgroup is not None:
-            cgroup = cgroup or _cgroup_of(pid)
-            path = tree.cgroup.path
-            if cgroup is not None and (cgroup == path or cgroup.startswith(path + "/")):
-                return True
-        elif tree.mode == "group" and pgid == tree.process.pid:
-            if tree.group_fd is not None and signal_pinned_group(tree.group_fd, 0):
-                return True  # the group has members: its number is still the tree's
-            if _unreaped(tree.process.pid) and tree.process.status is None:
-                return True  # no group pidfd, but the unreaped leader holds the number
-    return False
+    if index.cgroups:
+        cgroup = _cgroup_of(pid)
+        if cgroup is not None and index.in_cgroup(cgroup):
+            return True
+    tree = index.groups.get(found[1])
+    if tree is None:
+        return False
+    if tree.group_fd is not None and signal_pinned_group(tree.group_fd, 0):
+        return True  # the group has members: its number is still the tree's
+    # no group pidfd, but the unreaped leader holds the number
+    return _unreaped(tree.process.pid) and tree.process.status is None
 
 
 def _unreaped(pid: int) -> bool:
@@ -185,7 +204,7 @@ def reap_adopted(trees: Iterable[ProcessTree]) -> list[tuple[int, Status]]:
     candidates = children() - _spawned_by_tether()
     if not candidates:
         return []
-    open_trees = [tree for tree in trees if not tree.closed]
+    index = _Index(trees)
     reaped: list[tuple[int, Status]] = []
     for pid in sorted(candidates):
         try:
@@ -195,7 +214,7 @@ def reap_adopted(trees: Iterable[ProcessTree]) -> list[tuple[int, Status]]:
         except OSError:
             pidfd = None  # refused here: the pid-based fallback
         try:
-            if not (_belongs(pid, open_trees) and _alive(pidfd)):
+            if not (_belongs(pid, index) and _alive(pidfd)):
                 continue
             try:
                 if pidfd is not None:

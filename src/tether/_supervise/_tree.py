@@ -43,7 +43,7 @@ from .._core._stop_signal import send_stop_signal
 from .._errors import TetherError
 from .._linux._cgroup import Cgroup
 from .._linux._pidfd import signal_pinned_group
-from .._linux._procfs import read_stat
+from .._linux._procfs import live_group_members
 from .._spawn import SpawnOptions
 
 __all__ = ["KILL_PATIENCE", "KillMode", "ProcessTree", "prepare_options", "signal_pinned_group"]
@@ -57,16 +57,7 @@ KILL_PATIENCE = 10.0
 
 def _live_member(pgid: int) -> bool:
     """Whether ``/proc`` shows a process in group *pgid* that is not a zombie."""
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            stat = read_stat(int(name))
-        except OSError:  # not ours to read (hidepid): not in a group of ours either
-            continue
-        if stat is not None and stat.pgid == pgid and stat.state not in ("Z", "X"):
-            return True
-    return False
+    return bool(live_group_members((pgid,)))
 
 
 @final
@@ -120,9 +111,14 @@ class ProcessTree:
         """After the leader's exit: whether any other process of the tree still lives."""
         if self.cgroup is not None:
             return self.cgroup.populated()
-        if self.group_fd is None or not signal_pinned_group(self.group_fd, 0):
-            return False  # no member left, or no way to tell
+        if not self.group_has_members():
+            return False
         return _live_member(self.process.pid)  # members may be zombies awaiting init
+
+    def group_has_members(self) -> bool:
+        """Whether the pinned group has members, zombies included; False when it is empty
+        or cannot be told (no pinned group, or a kernel before 6.9)."""
+        return self.group_fd is not None and bool(signal_pinned_group(self.group_fd, 0))
 
     def finished(self) -> bool:
         """Reaped, and nothing (not even a zombie) left in its group or cgroup."""
