@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import random
 import signal
 import socket
 from pathlib import Path
@@ -24,6 +25,7 @@ import anyio
 import pytest
 
 import tether
+from tests.test_interrupts import Interrupted, interrupts
 from tests.test_supervisor import IGNORE_TERM, PY, WAIT_FOR_STDIN, Pins, pins
 from tether import AsyncSupervisor, KilledAfterGraceWarning, NamespaceError, Supervisor
 from tether._native import spawner
@@ -32,6 +34,10 @@ from tether._supervise import _namespace
 from tether._supervise._tree import ProcessTree
 
 __all__ = ["pins"]  # the fixture, imported for use here
+
+STORM_ROUNDS = 150
+STORM_WINDOW = 0.02
+"""Seconds within which each interrupt lands: about what a namespace launch takes here."""
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0, reason='kill="namespace" needs CAP_SYS_ADMIN: these tests run as root'
@@ -219,6 +225,25 @@ def test_a_failing_child_is_restarted_in_a_new_namespace() -> None:
     assert sup.supervised[0].process is not first
 
 
+def test_a_body_interrupted_while_spawning_leaves_nothing_running() -> None:
+    """Interrupts (SIGALRM raising in tether code, as Ctrl-C would) land at every step
+    of a namespace launch: the lifeline, the init, the setns, the child, the hand-over."""
+    started: list[tether.Process] = []
+    interrupted = 0
+    chance = random.Random(0x7E7)
+    with interrupts(), Supervisor(kill="namespace", grace=5) as sup:
+        for _ in range(STORM_ROUNDS):
+            signal.setitimer(signal.ITIMER_REAL, chance.uniform(0.000_01, STORM_WINDOW))
+            try:
+                started.append(sup.spawn(["sleep", "60"]))
+            except Interrupted:
+                interrupted += 1
+            signal.setitimer(signal.ITIMER_REAL, 0)
+    assert interrupted > 0, "the storm never hit a spawn: the test proves nothing"
+    assert all(process.status == tether.Signaled(signal.SIGTERM) for process in started)
+    assert all(tree.closed for tree in sup._trees)
+
+
 # --- what cannot be done ---------------------------------------------------------------
 
 
@@ -283,6 +308,14 @@ def test_a_failed_exec_in_the_namespace_is_a_spawn_error() -> None:
         with pytest.raises(tether.SpawnError, match="No such file") as caught:
             sup.spawn(["/nonexistent/program"])
         assert caught.value.stage == "exec"
+
+
+@pytest.mark.usefixtures("no_pidfd")
+def test_without_pidfds_the_spawn_fails_and_says_why() -> None:
+    with Supervisor(kill="namespace") as sup:
+        with pytest.raises(NamespaceError, match="needs pidfds"):
+            sup.spawn(["true"])
+        assert sup.children == []
 
 
 def test_a_missing_init_is_a_namespace_error(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -32,6 +32,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -134,6 +135,14 @@ main(int argc, char **argv)
     }
     if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0) {
         return 2;
+    }
+    /* Let go of the supervisor's stdin and stdout (a pipe someone may wait on for EOF);
+     * stderr stays, for the messages above. */
+    int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+    if (null >= 0) {
+        dup2(null, 0);
+        dup2(null, 1);
+        close(null);
     }
     sigset_t all;
     sigfillset(&all);

@@ -48,7 +48,7 @@ from .. import _native
 from .._core._process import Process
 from .._core._spawning import abort, prepare_plan, start
 from .._errors import NamespaceError, SpawnError, StatusUnknownError
-from .._spawn import DEVNULL, SpawnPlan, make_plan
+from .._spawn import SpawnPlan, make_plan
 
 __all__ = ["INIT_NAME", "PidNamespace", "init_program", "refused"]
 
@@ -108,10 +108,8 @@ class PidNamespace:
         self.lifeline, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         with theirs:
             fd = theirs.fileno()
-            plan = make_plan(
+            plan = make_plan(  # the init points its stdin and stdout at /dev/null itself
                 [program, str(fd)],
-                stdin=DEVNULL,
-                stdout=DEVNULL,
                 pass_fds=(fd,),
                 start_new_session=True,  # the terminal's Ctrl-C is not the init's business
             )
