@@ -19,6 +19,7 @@ import os
 import random
 import signal
 import socket
+import threading
 from pathlib import Path
 
 import anyio
@@ -28,6 +29,7 @@ import tether
 from tests.test_interrupts import Interrupted, interrupts
 from tests.test_supervisor import IGNORE_TERM, PY, WAIT_FOR_STDIN, Pins, pins
 from tether import AsyncSupervisor, KilledAfterGraceWarning, NamespaceError, Supervisor
+from tether._linux import _pidfd
 from tether._native import spawner
 from tether._spawn._receipt import SpawnReceipt
 from tether._supervise import _namespace
@@ -223,6 +225,49 @@ def test_a_failing_child_is_restarted_in_a_new_namespace() -> None:
     assert first.status == tether.Exited(1)
     assert sup.supervised[0].restarts == 2
     assert sup.supervised[0].process is not first
+
+
+PIDFD_THREAD = os.O_EXCL
+"""``pidfd_open`` of a thread (Linux 6.9): readable once that very thread has exited."""
+
+
+def test_a_child_outlives_the_short_lived_thread_that_spawned_it() -> None:
+    """pdeathsig fires when the *thread* that spawned a process exits: the init and the
+    child are spawned by tether's long-lived spawner thread, not by the caller's."""
+    handles: list[tether.Process] = []
+    spawned, may_exit = threading.Event(), threading.Event()
+
+    def short_lived() -> None:
+        handles.append(started(sup))
+        spawned.set()
+        may_exit.wait()
+
+    with Supervisor(kill="namespace") as sup:
+        worker = threading.Thread(target=short_lived)
+        worker.start()
+        spawned.wait()
+        assert worker.native_id is not None
+        try:
+            thread_fd = os.pidfd_open(worker.native_id, PIDFD_THREAD)
+        except OSError as exc:  # pragma: no cover - before Linux 6.9
+            may_exit.set()
+            worker.join()
+            pytest.skip(f"no pidfd for a thread here: {exc}")
+        may_exit.set()
+        worker.join()
+        try:
+            assert _pidfd.wait_readable(thread_fd, 30), "the thread has exited for good"
+        finally:
+            os.close(thread_fd)
+        (process,) = handles
+        namespace = tree_of(sup, process).namespace
+        assert namespace is not None
+        assert namespace.alive(), "the thread's exit must not kill the init"
+        assert process.stdin is not None
+        assert process.stdout is not None
+        process.stdin.write(b"still there?\n")
+        process.stdin.close()
+        assert process.wait() == tether.Exited(0)
 
 
 def test_a_body_interrupted_while_spawning_leaves_nothing_running() -> None:

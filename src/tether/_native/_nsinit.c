@@ -8,9 +8,10 @@
  * daemons included. So in kill="namespace" mode every child gets a namespace of its
  * own, and this program is its init. It dies with the supervisor three ways over:
  *
- *   - PR_SET_PDEATHSIG(SIGKILL), armed here first thing. The kernel forces a SIGKILL
- *     sent from an ancestor namespace onto an init, so this one is delivered. But it
- *     fires when the supervisor's spawning *thread* exits, and not at all if the
+ *   - PR_SET_PDEATHSIG(SIGKILL), armed by the spawner before exec (tether spawns inits
+ *     from a thread that lives as long as the process) and again here. The kernel
+ *     forces a SIGKILL sent from an ancestor namespace onto an init, so it is
+ *     delivered. But it fires when the spawning *thread* exits, and not at all if the
  *     supervisor died before the prctl ran;
  *   - so the supervisor also holds the other end of a socket, the lifeline (argv[1]).
  *     The kernel closes it when the supervising process dies, however it dies; poll

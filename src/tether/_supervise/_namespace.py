@@ -7,9 +7,10 @@ and a ``setsid`` double-forked daemon escapes every process group. Only the kern
 act then, and it does for a PID namespace: when a namespace's init dies, every process
 in it is SIGKILLed. So each child of a namespace-mode scope gets a namespace of its
 own, behind a small C init (``_native/_nsinit.c``, built next to the spawner), which
-dies with the supervisor: ``pdeathsig`` plus a *lifeline*, a socket whose other end
-only the supervising process holds, so the kernel hangs it up however the supervisor
-dies, even before the init got to run.
+dies with the supervisor: ``pdeathsig`` (which follows the spawning *thread*, so an
+init asked for off the main thread is spawned by tether's long-lived spawner thread)
+plus a *lifeline*, a socket whose other end only the supervising process holds, so the
+kernel hangs it up however the supervisor dies, even before the init got to run.
 
 A child is started in three steps, each stored at once (``_launch``):
 
@@ -40,6 +41,7 @@ import contextlib
 import dataclasses
 import errno
 import os
+import signal
 import socket
 
 from typing_extensions import final
@@ -112,6 +114,9 @@ class PidNamespace:
                 [program, str(fd)],
                 pass_fds=(fd,),
                 start_new_session=True,  # the terminal's Ctrl-C is not the init's business
+                # Armed before exec, and so spawned by tether's long-lived spawner thread
+                # when the caller is another thread: pdeathsig follows the spawning thread.
+                pdeathsig=signal.SIGKILL,
             )
             self.init = prepare_plan(dataclasses.replace(plan, new_pid_namespace=True), "native")
             try:
