@@ -93,10 +93,21 @@ def _describe_child(pid: int) -> str:
     return f"pid {pid} ({command}, {kind})"
 
 
+def _describe_thread(tid: int) -> str:
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    if tid in names:
+        return f"{tid} ({names[tid]!r})"
+    try:
+        with open(f"/proc/self/task/{tid}/comm") as f:
+            return f"{tid} (not a Python thread: {f.read().strip()})"
+    except OSError:
+        return f"{tid} (gone)"
+
+
 def leaks(before: Snapshot, after: Snapshot) -> list[str]:
     """Describe everything *after* holds that *before* did not."""
     found = [f"child {_describe_child(pid)}" for pid in sorted(after.children - before.children)]
-    found += [f"thread {tid}" for tid in sorted(after.threads - before.threads)]
+    found += [f"thread {_describe_thread(tid)}" for tid in sorted(after.threads - before.threads)]
     found += [f"fd {fd} -> {target}" for fd, target in sorted(after.fds - before.fds)]
     return found
 

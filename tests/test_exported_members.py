@@ -14,6 +14,7 @@ EXPECTED = {
     "SupervisedChildFailed",
     "AsyncSupervisor",
     "CgroupError",
+    "NamespaceError",
     "KillMode",
     "KilledAfterGraceWarning",
     "Supervisor",

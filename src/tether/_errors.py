@@ -15,6 +15,7 @@
     │   ├── TimeoutExpired (+ subprocess.TimeoutExpired)
     │   ├── CalledProcessError (+ subprocess.CalledProcessError)
     │   ├── CgroupError (+ OSError)      ``kill="cgroup"`` cannot work here
+    │   ├── NamespaceError (+ OSError)   ``kill="namespace"`` cannot work here
     │   └── SupervisedChildFailed        a supervised child was given up
     ├── ValueError, TypeError            bad input, raised before any process exists
     └── Warning
@@ -44,6 +45,7 @@ __all__ = [
     "CalledProcessError",
     "CgroupError",
     "KilledAfterGraceWarning",
+    "NamespaceError",
     "SpawnError",
     "SpawnStage",
     "StatusUnknownError",
@@ -258,6 +260,14 @@ class CgroupError(TetherError, OSError):
     """cgroup mode cannot work here: no cgroup2 mount, no writable parent, or an old kernel.
 
     ``errno`` and ``filename`` say what failed where, as with any ``OSError``.
+    """
+
+
+class NamespaceError(TetherError, OSError):
+    """namespace mode cannot work here: no native spawner or namespace init was built, no
+    privilege to create a PID namespace, or the kernel (or a seccomp filter) refuses it.
+
+    ``errno`` says what the kernel answered, and the message which kill mode to use instead.
     """
 
 

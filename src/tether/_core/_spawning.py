@@ -24,11 +24,19 @@ from collections.abc import Iterable
 from typing_extensions import Unpack
 
 from .._errors import StatusUnknownError
-from .._spawn import SpawnOptions, StrOrBytesPath, choose_backend, make_plan, start_child, undo
+from .._spawn import (
+    SpawnOptions,
+    SpawnPlan,
+    StrOrBytesPath,
+    choose_backend,
+    make_plan,
+    start_child,
+    undo,
+)
 from ._pipes import close_pipes
 from ._process import Process
 
-__all__ = ["abort", "prepare", "spawn", "start"]
+__all__ = ["abort", "prepare", "prepare_plan", "spawn", "start"]
 
 _ABORT_ATTEMPTS = 100
 
@@ -39,8 +47,13 @@ def prepare(argv: Iterable[StrOrBytesPath], **options: Unpack[SpawnOptions]) -> 
     Raises ``ValueError``/``TypeError`` for bad input, and :class:`tether.SpawnError`
     for a program that cannot be found, before anything is created.
     """
-    plan = make_plan(argv, **options)
-    return Process._unstarted(plan, choose_backend(plan, options.get("backend", "auto")))
+    return prepare_plan(make_plan(argv, **options), options.get("backend", "auto"))
+
+
+def prepare_plan(plan: SpawnPlan, backend: str = "auto") -> Process:
+    """:func:`prepare` for a plan made (and amended) by the caller: ``kill="namespace"``
+    adds where the child is to be born."""
+    return Process._unstarted(plan, choose_backend(plan, backend))
 
 
 def start(process: Process) -> None:

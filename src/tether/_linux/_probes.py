@@ -28,7 +28,10 @@ refused):
   lead a group, and the group our pid names is then empty).
 
 Whether ``clone(CLONE_PIDFD)`` worked is not kept here: the C spawner knows it
-(``tether._native.clone_pidfd_used()``), and that layer sits above this one.
+(``tether._native.clone_pidfd_used()``), and that layer sits above this one. So does
+``clone3(CLONE_PIDFD_AUTOKILL)`` (Linux 7.1, EINVAL before), probed once by cloning a
+child that exits at once (``tether._native.spawner.pidfd_autokill()``): where the kernel
+has it, the init of each ``kill="namespace"`` child is cloned with it.
 
 Tests may set a fact to simulate another kernel, and :meth:`KernelProbes.forget`
 makes every fact be learned again.

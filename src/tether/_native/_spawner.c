@@ -39,6 +39,7 @@
 #include <limits.h>
 #include <sched.h>
 #include <signal.h>
+#include <stdint.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
@@ -56,6 +57,23 @@
 #endif
 #ifndef SYS_close_range
 #define SYS_close_range 436
+#endif
+#ifndef SYS_clone3
+#define SYS_clone3 435
+#endif
+/* clone3's argument, its first version (Linux 5.3), spelled out: older headers lack it */
+struct clone3_args {
+    uint64_t flags;
+    uint64_t pidfd;
+    uint64_t child_tid;
+    uint64_t parent_tid;
+    uint64_t exit_signal;
+    uint64_t stack;
+    uint64_t stack_size;
+    uint64_t tls;
+};
+#ifndef CLONE_PIDFD_AUTOKILL
+#define CLONE_PIDFD_AUTOKILL (1ULL << 36) /* Linux 7.1: SIGKILL the child when its pidfd closes */
 #endif
 
 extern char **environ;
@@ -128,6 +146,8 @@ struct spawn_args {
     int no_new_privs;
     long gid;
     long uid;
+    int clone_flags; /* more clone flags: CLONE_NEWPID for a namespace init */
+    int autokill;    /* clone3 with CLONE_PIDFD_AUTOKILL (a namespace init, Linux 7.1+) */
     /* written by the child, into memory the parent sees even without CLONE_VM */
     struct outcome *outcome;
 };
@@ -340,13 +360,78 @@ static int clone_pidfd_works = -1;
  * (no core dumps, root-owned /proc/self, refused ptrace for the rest of our life).
  * Such a child gets a copy-on-write copy instead: fork cost, still vfork's wait.
  */
+/*
+ * clone3(CLONE_PIDFD | CLONE_PIDFD_AUTOKILL): the kernel SIGKILLs the child when the last
+ * reference to its pidfd goes, so a namespace init dies with the supervising process
+ * however that process dies, with no thread-exit race (pdeathsig fires on the spawning
+ * thread's exit). clone3 cannot run the child on a stack of its own without assembly,
+ * so this child gets a copy-on-write copy of our memory (fork's cost, vfork's wait) and
+ * goes on from the syscall on that copy of the stack. Used only where the probe found
+ * the flag, and only for namespace inits.
+ */
+static pid_t
+clone3_autokill(struct spawn_args *a, int *pidfd)
+{
+    struct clone3_args args;
+    memset(&args, 0, sizeof args);
+    args.flags = CLONE_PIDFD | CLONE_PIDFD_AUTOKILL | CLONE_VFORK | (uint64_t)a->clone_flags;
+    args.pidfd = (uint64_t)(uintptr_t)pidfd;
+    args.exit_signal = SIGCHLD;
+    long pid = syscall(SYS_clone3, &args, sizeof args);
+    if (pid == 0) {
+        child_main(a); /* does not return */
+    }
+    return (pid_t)pid;
+}
+
+/* 1: clone3 accepts CLONE_PIDFD_AUTOKILL, 0: refused, -1: not probed yet. */
+static int pidfd_autokill_works = -1;
+
+/* Probe once: a child that exits at once, cloned with the flag (fork-like, see above). */
+static int
+probe_pidfd_autokill(void)
+{
+    if (pidfd_autokill_works >= 0) {
+        return pidfd_autokill_works;
+    }
+    struct clone3_args args;
+    memset(&args, 0, sizeof args);
+    int pidfd = -1;
+    args.flags = CLONE_PIDFD | CLONE_PIDFD_AUTOKILL;
+    args.pidfd = (uint64_t)(uintptr_t)&pidfd;
+    args.exit_signal = SIGCHLD;
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old); /* no handler of ours runs in the child */
+    long pid = syscall(SYS_clone3, &args, sizeof args);
+    if (pid == 0) {
+        syscall(SYS_exit_group, 0);
+    }
+    int error = errno;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (pid < 0) {
+        /* EINVAL: unknown flag (before 7.1); ENOSYS/EPERM: no clone3 (old kernel, seccomp) */
+        pidfd_autokill_works = error == EINVAL || error == ENOSYS || error == EPERM ? 0 : -1;
+        return pidfd_autokill_works;
+    }
+    int status;
+    while (waitpid((pid_t)pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    close(pidfd);
+    pidfd_autokill_works = 1;
+    return 1;
+}
+
 static pid_t
 clone_child(struct spawn_args *a, char *stack_top, int want_pidfd, int *pidfd)
 {
     int changes_ids = a->set_groups || a->gid >= 0 || a->uid >= 0;
-    int flags = (changes_ids ? 0 : CLONE_VM) | CLONE_VFORK | SIGCHLD;
+    int flags = (changes_ids ? 0 : CLONE_VM) | CLONE_VFORK | SIGCHLD | a->clone_flags;
     pid_t pid;
     *pidfd = -1;
+    if (a->autokill) {
+        return clone3_autokill(a, pidfd);
+    }
     if (want_pidfd && clone_pidfd_works != 0) {
         pid = clone(child_main, stack_top, flags | CLONE_PIDFD, a, pidfd);
         if (pid >= 0) {
@@ -357,8 +442,8 @@ clone_child(struct spawn_args *a, char *stack_top, int want_pidfd, int *pidfd)
             /* no fd for the pidfd: this child goes without (the caller falls back) */
             return clone(child_main, stack_top, flags, a);
         }
-        if (errno != EINVAL && errno != ENOSYS && errno != EPERM) {
-            return -1;
+        if ((errno != EINVAL && errno != ENOSYS && errno != EPERM) || a->clone_flags) {
+            return -1; /* a refused namespace says nothing about CLONE_PIDFD */
         }
         clone_pidfd_works = 0;
         *pidfd = -1;
@@ -521,7 +606,7 @@ record_child(PyObject *receipt, pid_t pid, int pidfd)
 }
 
 static PyObject *
-native_spawn(PyObject *module, PyObject *args)
+spawn_with_flags(PyObject *args, int clone_flags, int in_child_namespace)
 {
     const char *program;
     PyObject *argv, *envp, *fd_map, *keep, *pass, *defaults, *limits, *groups;
@@ -544,10 +629,13 @@ native_spawn(PyObject *module, PyObject *args)
     a.umask_value = umask_value;
     a.cgroup_fd = cgroup_fd;
     a.pdeathsig = pdeathsig;
-    a.parent_pid = getpid();
+    /* seen from a child PID namespace, a parent outside it is pid 0 */
+    a.parent_pid = in_child_namespace ? 0 : getpid();
     a.no_new_privs = no_new_privs;
     a.gid = gid;
     a.uid = uid;
+    a.clone_flags = clone_flags;
+    a.autokill = (clone_flags & CLONE_NEWPID) && want_pidfd && probe_pidfd_autokill() == 1;
     PyObject *result = NULL;
     Py_ssize_t n_limit_values = 0, n_group_values = 0, n_map_values = 0;
     long long *limit_values = NULL;
@@ -632,6 +720,79 @@ native_spawn(PyObject *module, PyObject *args)
     }
 done:
     release(&o);
+    return result;
+}
+
+static PyObject *
+native_spawn(PyObject *module, PyObject *args)
+{
+    return spawn_with_flags(args, 0, 0);
+}
+
+/* --- kill="namespace": a PID namespace per child ---------------------------------- */
+
+/*
+ * spawn_pid_namespace_init(*spawn args): spawn() with CLONE_NEWPID, so that the child
+ * is PID 1 of a new PID namespace (tether execs _nsinit there). Its parent lives
+ * outside the namespace, so its getppid() is 0 (and so for every child born into a
+ * namespace below ours): the parent-death re-check expects 0. The init arms its own
+ * pdeathsig and watches its lifeline, which also closes the race that check is for.
+ */
+static PyObject *
+native_spawn_pid_namespace_init(PyObject *module, PyObject *args)
+{
+    return spawn_with_flags(args, CLONE_NEWPID, 1);
+}
+
+/*
+ * spawn_in_pid_namespace(init_pidfd, *spawn args): spawn() into the PID namespace of
+ * the init that init_pidfd names. setns(CLONE_NEWPID) changes where the *calling
+ * thread's* next children are born, not where it lives, and nothing else: so the
+ * thread joins the namespace for its children, clones, and goes back to its own. The
+ * child is still our child (we reap it and read its real wait status); its pid as we
+ * see it is what clone returned.
+ */
+static PyObject *
+native_spawn_in_pid_namespace(PyObject *module, PyObject *args)
+{
+    Py_ssize_t n = PyTuple_GET_SIZE(args);
+    if (n < 1) {
+        PyErr_SetString(PyExc_TypeError, "spawn_in_pid_namespace needs the init's pidfd");
+        return NULL;
+    }
+    long init_pidfd = PyLong_AsLong(PyTuple_GET_ITEM(args, 0));
+    if (init_pidfd == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (init_pidfd < 0 || init_pidfd > INT_MAX) {
+        PyErr_SetString(PyExc_ValueError, "init_pidfd must be an open fd");
+        return NULL;
+    }
+    PyObject *rest = PyTuple_GetSlice(args, 1, n);
+    if (rest == NULL) {
+        return NULL;
+    }
+    int home = open("/proc/thread-self/ns/pid", O_RDONLY | O_CLOEXEC);
+    if (home < 0) {
+        Py_DECREF(rest);
+        return PyErr_SetFromErrnoWithFilename(PyExc_OSError, "/proc/thread-self/ns/pid");
+    }
+    if (setns((int)init_pidfd, CLONE_NEWPID) < 0) {
+        int error = errno;
+        close(home);
+        Py_DECREF(rest);
+        errno = error;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    PyObject *result = spawn_with_flags(rest, 0, 1);
+    if (setns(home, CLONE_NEWPID) < 0) {
+        /* Going back to our own namespace cannot be refused to a thread that could
+         * leave it; if it ever were, every later child of this thread would be born
+         * into a namespace that dies with its init. No safe way on exists. */
+        Py_FatalError("tether: cannot return to our own PID namespace after a spawn");
+    }
+    close(home);
+    Py_DECREF(rest);
     return result;
 }
 
@@ -749,6 +910,16 @@ native_clone_pidfd(PyObject *module, PyObject *unused)
     return PyBool_FromLong(clone_pidfd_works);
 }
 
+static PyObject *
+native_pidfd_autokill(PyObject *module, PyObject *unused)
+{
+    int works = probe_pidfd_autokill();
+    if (works < 0) {
+        Py_RETURN_NONE;
+    }
+    return PyBool_FromLong(works);
+}
+
 static PyMethodDef methods[] = {
     {"spawn", native_spawn, METH_VARARGS, spawn_doc},
     {"dup_into", native_dup_into, METH_VARARGS,
@@ -761,6 +932,14 @@ static PyMethodDef methods[] = {
     {"pidfd_open_into", native_pidfd_open_into, METH_VARARGS,
      "pidfd_open_into(receipt, pid): pidfd_open(pid), also stored as receipt.pidfd\n"
      "before returning to Python."},
+    {"spawn_pid_namespace_init", native_spawn_pid_namespace_init, METH_VARARGS,
+     "spawn_pid_namespace_init(*spawn args): spawn() as PID 1 of a new PID namespace."},
+    {"spawn_in_pid_namespace", native_spawn_in_pid_namespace, METH_VARARGS,
+     "spawn_in_pid_namespace(init_pidfd, *spawn args): spawn() into the PID namespace\n"
+     "of the init that init_pidfd names; the child is still ours."},
+    {"pidfd_autokill", native_pidfd_autokill, METH_NOARGS,
+     "Whether clone3 accepts CLONE_PIDFD_AUTOKILL (Linux 7.1), probed once; None when\n"
+     "the probe failed for another reason. Namespace inits are cloned with it when it does."},
     {"clone_pidfd", native_clone_pidfd, METH_NOARGS,
      "Whether clone(CLONE_PIDFD) worked (None until the first spawn)."},
     {NULL, NULL, 0, NULL},

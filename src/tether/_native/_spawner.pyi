@@ -33,6 +33,61 @@ def spawn(
     """Start a child: ``(pid, pidfd, 0, None)``, also stored as ``receipt.pid`` and
     ``receipt.pidfd`` before returning; ``(0, -1, errno, stage)`` on failure."""
 
+def spawn_pid_namespace_init(
+    program: bytes,
+    argv: Sequence[bytes],
+    envp: Sequence[bytes] | None,
+    cwd: bytes | None,
+    fd_map: Sequence[int],
+    keep_fds: Sequence[int],
+    pass_fds: Sequence[int],
+    default_signals: Sequence[int],
+    limits: Sequence[int],
+    groups: Sequence[int] | None,
+    new_session: bool,
+    pgid: int,
+    umask: int,
+    cgroup_fd: int,
+    pdeathsig: int,
+    no_new_privs: bool,
+    gid: int,
+    uid: int,
+    want_pidfd: bool,
+    receipt: object,
+    /,
+) -> tuple[int, int, int, SpawnStage | None]:
+    """``spawn`` with ``CLONE_NEWPID``: the child is PID 1 of a new PID namespace."""
+
+def spawn_in_pid_namespace(
+    init_pidfd: int,
+    program: bytes,
+    argv: Sequence[bytes],
+    envp: Sequence[bytes] | None,
+    cwd: bytes | None,
+    fd_map: Sequence[int],
+    keep_fds: Sequence[int],
+    pass_fds: Sequence[int],
+    default_signals: Sequence[int],
+    limits: Sequence[int],
+    groups: Sequence[int] | None,
+    new_session: bool,
+    pgid: int,
+    umask: int,
+    cgroup_fd: int,
+    pdeathsig: int,
+    no_new_privs: bool,
+    gid: int,
+    uid: int,
+    want_pidfd: bool,
+    receipt: object,
+    /,
+) -> tuple[int, int, int, SpawnStage | None]:
+    """``spawn`` into the PID namespace of the init *init_pidfd* names; the child is ours."""
+
+def pidfd_autokill() -> bool | None:
+    """Whether ``clone3`` accepts ``CLONE_PIDFD_AUTOKILL`` (Linux 7.1), probed once; None
+    when the probe failed for another reason."""
+
 def clone_pidfd() -> bool | None:
     """Whether ``clone(CLONE_PIDFD)`` worked (None until the first spawn)."""
 

@@ -102,6 +102,9 @@ def backends() -> tuple[Backend, ...]:
 
 def ineligible_reason(backend: ModuleType, plan: SpawnPlan) -> str | None:
     """The first option of *plan* that *backend* cannot honour, or None when it can run it."""
+    in_namespace = plan.pid_namespace is not None or plan.new_pid_namespace
+    if in_namespace and not getattr(backend, "PID_NAMESPACES", False):
+        return 'kill="namespace"'  # only the C spawner can clone into a PID namespace
     return next((name for name in plan.needs() if name in backend.REFUSES), None)
 
 

@@ -23,6 +23,9 @@ RECORDS_IN_C = True
 REFUSES = ("preexec_fn",)
 """Python code cannot run in a child that shares the parent's memory."""
 
+PID_NAMESPACES = True
+"""Whether it can start a namespace init and children born under one (``kill="namespace"``)."""
+
 
 def spawn(plan: SpawnPlan, stdio: ChildStdio, receipt: SpawnReceipt) -> None:
     """Start the child of *plan* into *receipt* (stored in C), or raise :class:`SpawnError`."""
@@ -30,7 +33,7 @@ def spawn(plan: SpawnPlan, stdio: ChildStdio, receipt: SpawnReceipt) -> None:
     fd_map = [fd for pair in stdio.fd_map for fd in pair]
     limits = [value for triple in plan.limits for value in triple]
     envp = None if plan.env is None else [key + b"=" + value for key, value in plan.env.items()]
-    _, _, code, stage = _native.spawner.spawn(
+    args = (
         plan.program,
         plan.argv,
         envp,
@@ -52,5 +55,11 @@ def spawn(plan: SpawnPlan, stdio: ChildStdio, receipt: SpawnReceipt) -> None:
         _pidfd.pidfds_available(),
         receipt,
     )
+    if plan.new_pid_namespace:
+        _, _, code, stage = _native.spawner.spawn_pid_namespace_init(*args)
+    elif plan.pid_namespace is not None:
+        _, _, code, stage = _native.spawner.spawn_in_pid_namespace(plan.pid_namespace, *args)
+    else:
+        _, _, code, stage = _native.spawner.spawn(*args)
     if code:
         raise plan.failure(code, stage or "fork")

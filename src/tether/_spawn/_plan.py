@@ -118,6 +118,11 @@ class SpawnPlan:
     """Supplementary groups to set; None leaves them as inherited."""
     cgroup: bytes | None = None
     """A cgroup directory whose ``cgroup.procs`` the child joins before exec."""
+    pid_namespace: int | None = None
+    """``kill="namespace"``: a pidfd of the namespace init the child is born under
+    (the child stays ours); set by the supervisor, not a spawn option."""
+    new_pid_namespace: bool = False
+    """``kill="namespace"``: the child is PID 1 of a new PID namespace (the init)."""
 
     @property
     def default_signals(self) -> tuple[int, ...]:

@@ -20,6 +20,8 @@ from collections.abc import Awaitable, Callable
 
 import anyio
 
+from .._core._lease import ExitFdLease
+from .._core._process import Process
 from .._errors import StatusUnknownError
 from ._census import Reap, groups_gone_async
 from ._shutdown import Outcome, finish
@@ -72,8 +74,10 @@ async def _gone(
         try:
             with contextlib.suppress(StatusUnknownError):
                 await wait_leader(tree)
-            cgroup = tree.cgroup
-            if cgroup is not None:
+            cgroup, init = tree.cgroup, None if tree.namespace is None else tree.namespace.init
+            if init is not None:  # it exits once every other process of its namespace is gone
+                await _reaped(init)
+            elif cgroup is not None:
                 while cgroup.populated():
                     await anyio.wait_readable(cgroup.watch_fd)
             elif tree.group_fd is not None:
@@ -92,3 +96,14 @@ async def _gone(
     finally:
         still = {id(tree) for tree in left}
         pending.difference_update(id(tree) for tree in groups if id(tree) not in still)
+
+
+async def _reaped(process: Process) -> None:
+    """Wait for *process* to exit, on its exit fd, and reap it."""
+    with contextlib.suppress(StatusUnknownError):
+        while process.poll() is None:
+            with ExitFdLease(process) as lease:
+                fd = lease.acquire()
+                if fd is None:
+                    return
+                await anyio.wait_readable(fd)

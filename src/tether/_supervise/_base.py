@@ -88,10 +88,17 @@ class SupervisorBase(Generic[H]):
             raise TypeError(f"stop_signal must be a signal number (an int), not {stop_signal!r}")
         if not 0 < stop_signal < signal.NSIG:
             raise ValueError(f"stop_signal must be a signal number, not {stop_signal!r}")
-        if kill not in ("group", "cgroup", "process"):
-            raise ValueError(f'kill must be "group", "cgroup" or "process", not {kill!r}')
+        if kill not in ("group", "cgroup", "process", "namespace"):
+            raise ValueError(
+                f'kill must be "group", "cgroup", "process" or "namespace", not {kill!r}'
+            )
         if cgroup_parent is not None and kill != "cgroup":
             raise ValueError('cgroup_parent is only meaningful with kill="cgroup"')
+        if subreaper and kill == "namespace":
+            raise ValueError(
+                'subreaper=True has nothing to adopt with kill="namespace": the init of '
+                "each child's namespace adopts and reaps its orphans"
+            )
         if subreaper and kill == "process":
             raise ValueError(
                 'subreaper=True needs kill="group" or "cgroup": with kill="process" no '
@@ -122,7 +129,7 @@ class SupervisorBase(Generic[H]):
 
     @property
     def kill_mode(self) -> KillMode:
-        """What a stop reaches: ``"group"``, ``"cgroup"`` or ``"process"``."""
+        """What a stop reaches: ``"group"``, ``"cgroup"``, ``"process"`` or ``"namespace"``."""
         return self._kill
 
     @property

@@ -207,12 +207,22 @@ def _leader_gone(
             return
     except StatusUnknownError:
         pass  # reaped by someone else: its tree still counts
-    cgroup = tree.cgroup
-    if cgroup is not None:
+    cgroup, init = tree.cgroup, None if tree.namespace is None else tree.namespace.init
+    if init is not None:  # it exits once every other process of its namespace is gone
+        if not _patiently(functools.partial(_exited, init), deadline, hurried):
+            not_gone.append(tree)
+    elif cgroup is not None:
         if not _patiently(cgroup.wait_empty, deadline, hurried):
             not_gone.append(tree)
     else:
         groups.append(tree)
+
+
+def _exited(process: Process, timeout: float | None) -> bool:
+    try:
+        return wait_for_exit(process, timeout) is not None
+    except StatusUnknownError:
+        return True
 
 
 def shutdown(

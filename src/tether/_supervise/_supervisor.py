@@ -74,9 +74,12 @@ class Supervisor(SupervisorBase[Process]):
     everything is reaped before ``__exit__`` returns. *kill* says what a stop reaches:
     ``"group"`` (the child's process group, the default), ``"cgroup"`` (a cgroup v2
     per child, created under *cgroup_parent* or our own cgroup;
-    :class:`tether.CgroupError` if that is not writable) or ``"process"`` (the child
-    alone). Children get ``pdeathsig=SIGKILL`` unless the spawn options say otherwise.
-    Scopes nest; each stops its own children. Safe to use from several threads.
+    :class:`tether.CgroupError` if that is not writable), ``"process"`` (the child
+    alone) or ``"namespace"`` (a PID namespace per child behind tether's init, which the
+    kernel kills with everything in it even when this process is SIGKILLed; needs
+    ``CAP_SYS_ADMIN``, else :class:`tether.NamespaceError` at spawn). Children get
+    ``pdeathsig=SIGKILL`` unless the spawn options say otherwise. Scopes nest; each
+    stops its own children. Safe to use from several threads.
 
     ``subreaper=True`` makes this process a child subreaper while the scope is open
     (process-wide; the previous value is restored when the last such scope ends), so

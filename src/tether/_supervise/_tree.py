@@ -8,6 +8,10 @@ What "a child" covers is the supervisor's ``kill`` mode:
 * ``"cgroup"``: the child and all its descendants, however they fork or ``setsid``,
   through a cgroup v2 of its own (see ``_cgroup``).
 * ``"process"``: only the child.
+* ``"namespace"``: the child and all its descendants, through a PID namespace of its
+  own whose init tether starts (see ``_namespace``). Signals reach the child's process
+  group as in ``"group"`` mode; SIGKILL goes to the init, and the kernel kills the rest,
+  also when the supervising process itself is SIGKILLed.
 
 The group outlives its leader, and that is the hazard. A shell that runs
 ``sleep 60 &`` and exits leaves the sleep in its group after the leader has been
@@ -45,11 +49,16 @@ from .._linux._cgroup import Cgroup
 from .._linux._pidfd import signal_pinned_group
 from .._linux._procfs import live_group_members
 from .._spawn import SpawnOptions
+from ._namespace import PidNamespace
 
 __all__ = ["KILL_PATIENCE", "KillMode", "ProcessTree", "prepare_options", "signal_pinned_group"]
 
-KillMode: TypeAlias = Literal["group", "cgroup", "process"]
-"""What a supervisor stops: the child's process group, its cgroup, or the child alone."""
+KillMode: TypeAlias = Literal["group", "cgroup", "process", "namespace"]
+"""What a supervisor stops: the child's process group, its cgroup, the child alone, or
+its PID namespace (which the kernel kills even when the supervisor is SIGKILLed)."""
+
+_GROUP_MODES = ("group", "namespace")
+"""The modes where the child leads a process group that the stop signal reaches."""
 
 KILL_PATIENCE = 10.0
 """Seconds to wait for a tree to be gone after SIGKILL before reporting survivors."""
@@ -64,19 +73,26 @@ def _live_member(pgid: int) -> bool:
 class ProcessTree:
     """A supervised child plus what its kill mode reaches: its process group or cgroup."""
 
-    __slots__ = ("cgroup", "closed", "group_fd", "mode", "process")
+    __slots__ = ("cgroup", "closed", "group_fd", "mode", "namespace", "process")
 
-    def __init__(self, process: Process, mode: KillMode, cgroup: Cgroup | None) -> None:
+    def __init__(
+        self,
+        process: Process,
+        mode: KillMode,
+        cgroup: Cgroup | None,
+        namespace: PidNamespace | None = None,
+    ) -> None:
         self.process = process
         self.mode = mode
         self.cgroup = cgroup
+        self.namespace = namespace
         self.group_fd: int | None = None
         self.closed = False
 
     def pin_group(self) -> None:
         """Keep a dup of the leader's pidfd: it names the group even after the leader's reap."""
         pidfd = self.process.pidfd
-        if self.mode == "group" and pidfd is not None:
+        if self.mode in _GROUP_MODES and pidfd is not None:
             if _native.available:  # recorded before control returns: an interrupt cannot leak it
                 _native.spawner.dup_into(self, "group_fd", pidfd)
             else:
@@ -84,7 +100,7 @@ class ProcessTree:
 
     def signal(self, sig: int) -> None:
         """Send *sig* to every process of the tree."""
-        if self.mode == "group":
+        if self.mode in _GROUP_MODES:
             self._signal_group(sig)
         else:
             self.process.send_signal(sig)
@@ -103,7 +119,9 @@ class ProcessTree:
         """SIGKILL the whole tree; harmless when it is gone already."""
         if self.cgroup is not None:
             self.cgroup.kill()
-        if self.mode == "group":
+        if self.namespace is not None:
+            self.namespace.kill()  # the kernel kills the rest of the namespace
+        if self.mode in _GROUP_MODES:
             self._signal_group(signal.SIGKILL)
         self.process.kill()
 
@@ -111,8 +129,10 @@ class ProcessTree:
         """After the leader's exit: whether any other process of the tree still lives."""
         if self.cgroup is not None:
             return self.cgroup.populated()
+        if self.namespace is not None:
+            return self.namespace.alive()  # its init outlives every other member
         if not self.group_has_members():
-            return False
+            return False  # no member left, or no way to tell
         return _live_member(self.process.pid)  # members may be zombies awaiting init
 
     def group_has_members(self) -> bool:
@@ -126,6 +146,8 @@ class ProcessTree:
             return False
         if self.cgroup is not None:
             return not self.cgroup.populated()
+        if self.namespace is not None and self.namespace.alive():
+            return False
         return self.group_fd is None or not signal_pinned_group(self.group_fd, 0)
 
     def survivors(self) -> TetherError:
@@ -139,6 +161,8 @@ class ProcessTree:
         """Remove the cgroup and let go of the pinned group; the tree must be gone."""
         if self.cgroup is not None:
             self.cgroup.remove()
+        if self.namespace is not None:
+            self.namespace.close()
         group_fd, self.group_fd = self.group_fd, None  # out of the record, then closed
         if group_fd is not None:
             os.close(group_fd)
@@ -153,9 +177,9 @@ def prepare_options(mode: KillMode, options: SpawnOptions, cgroup: Cgroup | None
         group = prepared.get("process_group")
         if group is None:
             prepared["process_group"] = 0
-        elif group != 0 and mode == "group":
+        elif group != 0 and mode in _GROUP_MODES:
             raise ValueError(
-                f'kill="group" needs the child to lead its own process group, but '
+                f'kill="{mode}" needs the child to lead its own process group, but '
                 f"process_group={group} joins another; pass process_group=0 or "
                 'start_new_session=True, or use kill="process"'
             )
