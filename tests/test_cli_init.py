@@ -128,14 +128,30 @@ def test_as_pid_1_kill_remaining_ends_what_ignores_sigterm() -> None:
 # --- in-process, as a subreaper ---------------------------------------------------------
 
 
-@pytest.mark.parametrize("code", [0, 1, 2, 3, 42, 125, 126, 127, 128, 200, 254, 255])
-def test_exit_codes_pass_through(code: int) -> None:
-    assert main(["init", "--", "sh", "-c", f"exit {code}"]) == code
+def test_every_exit_code_0_to_255_passes_through() -> None:
+    for code in range(256):
+        assert main(["init", "--", "sh", "-c", f"exit {code}"]) == code
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL, signal.SIGUSR1])
-def test_a_signal_death_is_128_plus_n(sig: signal.Signals) -> None:
-    assert main(["init", "--", "sh", "-c", f"kill -{sig.name[3:]} $$"]) == 128 + sig
+TERMINATING = [
+    signal.SIGHUP,
+    signal.SIGINT,
+    signal.SIGKILL,
+    signal.SIGUSR1,
+    signal.SIGUSR2,
+    signal.SIGPIPE,
+    signal.SIGALRM,
+    signal.SIGTERM,
+    signal.SIGVTALRM,
+    signal.SIGPROF,
+]
+"""Signals whose default action ends a process without a core dump."""
+
+
+def test_a_signal_death_is_128_plus_n() -> None:
+    for sig in TERMINATING:
+        name = sig.name[3:]
+        assert main(["init", "--", "sh", "-c", f"trap - {name}; kill -{name} $$"]) == 128 + sig
 
 
 def test_remap_exit() -> None:
@@ -200,3 +216,44 @@ def test_signals_reach_the_child_from_another_thread(capfd: pytest.CaptureFixtur
 def test_a_missing_program_is_127(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["init", "--", "/nonexistent/program"]) == 127
     assert "cannot run" in capsys.readouterr().err
+
+
+def _setsid_with_ctty() -> str | None:
+    setsid = shutil.which("setsid")
+    if setsid is None:
+        return None
+    usage = subprocess.run([setsid, "--help"], capture_output=True, timeout=30, check=False)
+    return setsid if b"--ctty" in usage.stdout else None
+
+
+SETSID = _setsid_with_ctty()
+
+
+@pytest.mark.skipif(SETSID is None, reason="setsid --ctty (util-linux) is not available")
+def test_the_child_gets_the_terminals_foreground() -> None:
+    """Under a terminal (a pty made our controlling one by setsid --ctty), CMD's process
+    group becomes the terminal's foreground group: its pgrp equals the tty's tpgid."""
+    assert SETSID is not None
+    master, slave = os.openpty()
+    try:
+        shell = 'cut -d" " -f5,8 /proc/$$/stat'
+        command = [SETSID, "--ctty", PY, "-m", "tether", "init", "--", "sh", "-c", shell]
+        with tether.spawn(command, stdin=slave, stdout=slave, stderr=slave) as session:
+            os.close(slave)
+            slave = -1
+            output = b""
+            while True:
+                try:
+                    chunk = os.read(master, 1024)
+                except OSError:  # EIO: every holder of the slave side is gone
+                    break
+                if not chunk:
+                    break
+                output += chunk
+            assert session.wait(timeout=30) == tether.Exited(0)
+    finally:
+        os.close(master)
+        if slave != -1:
+            os.close(slave)
+    pgrp, tpgid = output.split()
+    assert pgrp == tpgid

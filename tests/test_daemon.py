@@ -277,3 +277,35 @@ def test_a_pid_file_taken_before_a_fork_is_held_by_the_child_until_it_exits(
         child.wait()
     with PidFile(path):
         pass
+
+
+def test_stdio_can_go_to_a_file_opened_for_appending(tmp_path: Path) -> None:
+    out = tmp_path / "out.log"
+    out.write_text("earlier\n")
+    result = python(
+        """
+        import os, sys
+        from tether.daemon import daemonize
+        daemon = daemonize(stdout=sys.argv[1], stderr=sys.argv[1], umask=0o027)
+        fds = []
+        for fd in sorted(os.listdir("/proc/self/fd"), key=int):
+            try:
+                if os.readlink(f"/proc/self/fd/{fd}") == sys.argv[1]:
+                    fds.append(fd)
+            except FileNotFoundError:  # the listing's own fd
+                pass
+        print(os.getpid(), fds)
+        print("to stderr", file=sys.stderr, flush=True)
+        print(oct(os.umask(0)), os.getcwd(), flush=True)
+        daemon.ready()
+        """,
+        str(out),
+    )
+    assert result.returncode == 0, result.stderr
+    earlier, listing, to_stderr, settings = out.read_text().splitlines()
+    pid, fds = listing.split(" ", 1)
+    end_daemon(int(pid), sig=None)
+    assert earlier == "earlier"
+    assert fds == "['1', '2']", "the fd opened from the path is closed once in place"
+    assert to_stderr == "to stderr"
+    assert settings == "0o27 /"

@@ -218,7 +218,14 @@ def daemonize(
         if held is not None and pidfile is not held:
             held.release()
         raise
-    keep = {*keep_fds, *_logging_fds(), *(t for t in targets if t >= 0)}
+    given = (stdin, stdout, stderr)
+    # fds the caller handed over stay open; those opened here from paths are closed once
+    # dup2 has put them in place
+    keep = {*keep_fds, *_logging_fds()} | {
+        fd
+        for fd, target in zip(targets, given, strict=True)
+        if fd >= 0 and not isinstance(target, (str, os.PathLike))
+    }
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
             stream.flush()

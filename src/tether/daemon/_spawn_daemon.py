@@ -143,21 +143,21 @@ def _notify_socket() -> tuple[socket.socket, str]:
 def _double_fork(process: Process) -> int:
     """Start the prepared *process* from an intermediate child; return the daemon's pid."""
     read_end, write_end = os.pipe2(os.O_CLOEXEC)
+    child = -1
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # see the module docstring
             child = os.fork()
         if child == 0:
             _intermediate(process, write_end)
-        os.close(write_end)
-        write_end = -1
-        try:
-            data = b""
-            while chunk := os.read(read_end, 65536):
-                data += chunk
-        finally:
-            _reap(child)
+        write_end, closing = -1, write_end
+        os.close(closing)
+        data = b""
+        while chunk := os.read(read_end, 65536):
+            data += chunk
     finally:
+        if child > 0:
+            _reap(child)  # even when interrupted: the intermediate exits at once
         os.close(read_end)
         if write_end != -1:
             os.close(write_end)
