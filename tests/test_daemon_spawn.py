@@ -166,3 +166,64 @@ def test_spawn_daemon_works_from_a_threaded_process() -> None:
     for pid in pids:
         end_daemon(pid)
     assert len(set(pids)) == 20
+
+
+def test_spawn_daemon_interrupted_anywhere_leaves_no_daemon_nobody_knows() -> None:
+    """A one-shot SIGALRM raises at a random moment of each spawn_daemon (the storm of
+    ``test_interrupts``). Every daemon either comes back as a pid (ended here) or is killed
+    before the exception propagates; a mark in each daemon's environment finds any that
+    got away. The leak guard checks that the intermediates were reaped and no fd leaked."""
+    import random
+    import secrets
+    import time
+
+    from tests.test_interrupts import Interrupted, interrupts
+
+    mark = f"TETHER_STORM={secrets.token_hex(8)}".encode()
+    env = {"PATH": os.environ["PATH"], "TETHER_STORM": mark.split(b"=")[1].decode()}
+    chance = random.Random(0x5EED)
+    started: list[int] = []
+    interrupted = 0
+    deadline = time.monotonic() + 3
+    with interrupts():
+        while time.monotonic() < deadline and len(started) + interrupted < 150:
+            signal.setitimer(signal.ITIMER_REAL, chance.uniform(0.000_01, 0.02))
+            try:
+                started.append(spawn_daemon(["sleep", "60"], env=env))
+            except Interrupted:
+                interrupted += 1
+            signal.setitimer(signal.ITIMER_REAL, 0)
+    for pid in started:
+        end_daemon(pid)
+    assert interrupted > 0, "the storm never hit: the test proves nothing"
+    assert _marked_alive(mark) == [], "a daemon outlived its interrupted spawn_daemon"
+
+
+def _marked_alive(mark: bytes) -> list[int]:
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as environ:
+                if mark not in environ.read().split(b"\0"):
+                    continue
+            if stat_fields(int(name))[0] not in "ZX":
+                found.append(int(name))
+        except OSError:
+            continue
+    return found
+
+
+def test_the_intermediate_fork_without_the_c_extension(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where the extension was not built, the intermediate comes from ``os.fork``."""
+    from tether.daemon import _spawn_daemon
+
+    monkeypatch.setattr(_spawn_daemon._native, "available", False)
+    pid = spawn_daemon(["sleep", "60"])
+    try:
+        assert int(stat_fields(pid)[1]) != os.getpid()
+    finally:
+        end_daemon(pid)
+    with pytest.raises(FileNotFoundError):
+        spawn_daemon(["sh", "-c", "exit 0"], cwd="/nonexistent/dir")

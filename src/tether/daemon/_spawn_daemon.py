@@ -20,6 +20,9 @@ these hazards handled:
   if the spawn had been its own.
 * **The controlling terminal.** The intermediate leads the new session; the daemon is
   not a session leader and so never acquires a terminal.
+* **Interrupts.** An exception (Ctrl-C) that lands after the fork still gets the
+  intermediate reaped, and a daemon whose pid the caller will never learn is killed
+  through a pidfd; only :class:`DaemonStartError` leaves a daemon running, and names it.
 * **Readiness** (``notify=True``): the daemon gets a ``NOTIFY_SOCKET`` of its own (an
   abstract datagram socket with a random name) and the call returns only after
   ``READY=1``, or raises :class:`DaemonStartError` when the daemon exits first (watched
@@ -33,13 +36,16 @@ import os
 import pickle
 import secrets
 import select
+import signal
 import socket
 import time
 import warnings
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 from typing_extensions import Unpack
 
+from .. import _native
 from .._core._process import Process
 from .._core._spawning import prepare, start
 from .._durations import deadline_after, poll_millis, remaining
@@ -49,6 +55,12 @@ from .._spawn import DEVNULL, PIPE, SpawnOptions, StrOrBytesPath
 from ._pidfile import PidFile
 
 __all__ = ["DaemonStartError", "spawn_daemon"]
+
+
+_RECORD_BUFFER = 65536
+"""Bytes read at a time from the intermediate (its pid record is a few dozen)."""
+_KILL_PATIENCE = 10.0
+"""Seconds to wait for a daemon killed on an interrupted start to be gone."""
 
 
 class DaemonStartError(TetherError):
@@ -96,7 +108,8 @@ def spawn_daemon(
     if held is not None and not held.held:
         held.acquire()
     sock = None
-    started = False
+    started: list[int] = []  # the receipt: the daemon's pid, the moment it is known
+    running = False
     try:
         if held is not None and held.fd is not None:
             options["pass_fds"] = (*options.get("pass_fds", ()), held.fd)
@@ -104,19 +117,26 @@ def spawn_daemon(
             sock, address = _notify_socket()
             options["env"] = _with_notify_socket(options.get("env"), address)
         process = prepare(argv, **options)
-        pid = _double_fork(process)
-        started = True
+        _double_fork(process, started)
         if held is not None:
-            held.write(pid)
+            held.write(started[0])
         if sock is not None:
-            _await_ready(sock, pid, ready_timeout)
-        return pid
+            _await_ready(sock, started[0], ready_timeout)
+        running = True
+        return started[0]
+    except DaemonStartError:
+        running = True  # reported with its pid, left running: the caller decides
+        raise
+    except BaseException:
+        for pid in started:  # an interrupt: the caller never learns the pid
+            _kill(pid)
+        raise
     finally:
         if sock is not None:
             sock.close()
         if held is not None:
-            if started:
-                held._let_go()
+            if running:
+                held._let_go()  # the daemon holds the lock through its copy of the fd
             else:
                 held.release()
 
@@ -140,33 +160,112 @@ def _notify_socket() -> tuple[socket.socket, str]:
     return sock, "@" + name
 
 
-def _double_fork(process: Process) -> int:
-    """Start the prepared *process* from an intermediate child; return the daemon's pid."""
+class _Fork:
+    """Where the fork records the intermediate and our end of its report pipe."""
+
+    __slots__ = ("pid", "report")
+
+    def __init__(self) -> None:
+        self.pid = 0
+        self.report: int | None = None
+
+
+def _fork_into(fork: _Fork) -> tuple[int, int]:
+    """Fork, with a close-on-exec report pipe: ``(pid, -1)`` here, ``(0, write end)`` in
+    the child. With the extension, ``fork.pid`` and ``fork.report`` are stored in C before
+    it returns, so no interrupt can lose them; without it, an interrupt in the instant
+    after ``os.fork`` returns can (the record the intermediate sends names it, below)."""
+    if _native.available:
+        return _native.spawner.fork_into(fork)
     read_end, write_end = os.pipe2(os.O_CLOEXEC)
-    child = -1
+    fork.report = read_end
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # see the module docstring
+        pid = os.fork()
+    if pid == 0:
+        return 0, write_end
+    fork.pid = pid
+    os.close(write_end)
+    return pid, -1
+
+
+def _double_fork(process: Process, started: list[int]) -> None:
+    """Start the prepared *process* from an intermediate child; append the daemon's pid
+    to *started* (a receipt the caller made, so that no return value can be lost).
+
+    If anything interrupts this after the fork, the intermediate is still reaped, and a
+    daemon it managed to start but did not reach the receipt is killed (through a pidfd).
+    """
+    fork = _Fork()
+    # Read *into* a buffer made beforehand: a chunk returned by os.read would be lost to
+    # an interrupt landing before it is stored, and with it the pid of a daemon to kill.
+    # The pid record is one small write (atomic in a pipe), so it sits at offset 0.
+    buffer = bytearray(_RECORD_BUFFER)
+    filled = 0
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)  # see the module docstring
-            child = os.fork()
+        child, write_end = _fork_into(fork)
         if child == 0:
             _intermediate(process, write_end)
-        write_end, closing = -1, write_end
-        os.close(closing)
-        data = b""
-        while chunk := os.read(read_end, 65536):
-            data += chunk
+        assert fork.report is not None, "made by the fork"
+        while True:
+            if filled == len(buffer):
+                buffer.extend(bytes(_RECORD_BUFFER))
+            count = os.readv(fork.report, [memoryview(buffer)[filled:]])
+            if count == 0:
+                break
+            filled += count
+        _reap(fork.pid)  # it exits at once, after writing its one record
+        fork.pid = 0  # (reaping it twice is harmless: ECHILD, a pid is not reused that fast)
+        started.append(_outcome(bytes(buffer[:filled]), process))
+    except BaseException:
+        record = None if fork.report is None else _salvage(buffer, fork.report)
+        # the intermediate names itself in its record, for the fallback fork's window
+        intermediate = fork.pid or (record[2] if record is not None else 0)
+        if intermediate > 0:
+            _reap(intermediate)
+        if not started and record is not None and record[0] == "pid":
+            _kill(record[1])
+        raise
     finally:
-        if child > 0:
-            _reap(child)  # even when interrupted: the intermediate exits at once
-        os.close(read_end)
-        if write_end != -1:
-            os.close(write_end)
+        report, fork.report = fork.report, None  # out of the record, then closed
+        if report is not None:
+            os.close(report)
+
+
+def _outcome(data: bytes, process: Process) -> int:
+    """The daemon's pid from the intermediate's record, or raise the error it sent."""
     if not data:
         raise TetherError(f"the intermediate process of {list(process.args)!r} died silently")
-    kind, value = pickle.loads(data)
+    kind, value, _ = pickle.loads(data)
     if kind == "error":
         raise value
     return int(value)
+
+
+def _salvage(buffer: bytearray, read_end: int) -> tuple[str, Any, int] | None:
+    """After an interrupt: the intermediate's record, from what was read (whether or not
+    it was counted) and the rest of the pipe; None if there is none."""
+    data = bytes(buffer).rstrip(b"\0")  # a pickle ends with STOP ("."), never a NUL
+    with contextlib.suppress(OSError):
+        while chunk := os.read(read_end, len(buffer)):  # EOF once the intermediate exits
+            data += chunk
+    try:
+        kind, value, intermediate = pickle.loads(data)
+    except Exception:
+        return None
+    return str(kind), value, int(intermediate)
+
+
+def _kill(pid: int) -> None:
+    """SIGKILL the daemon *pid* through a pidfd and wait until it is dead (it is not our
+    child: init reaps it)."""
+    with contextlib.suppress(OSError):
+        pidfd = os.pidfd_open(pid)
+        try:
+            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+            _pidfd.wait_readable(pidfd, _KILL_PATIENCE)
+        finally:
+            os.close(pidfd)
 
 
 def _intermediate(process: Process, report: int) -> None:
@@ -174,13 +273,14 @@ def _intermediate(process: Process, report: int) -> None:
     try:
         os.setsid()
         start(process)
-        message = pickle.dumps(("pid", process.pid))
+        message = pickle.dumps(("pid", process.pid, os.getpid()))
     except BaseException as exc:
         code = 1
         try:
-            message = pickle.dumps(("error", exc))
+            message = pickle.dumps(("error", exc, os.getpid()))
         except Exception:
-            message = pickle.dumps(("error", TetherError(f"spawn_daemon failed: {exc!r}")))
+            failure = TetherError(f"spawn_daemon failed: {exc!r}")
+            message = pickle.dumps(("error", failure, os.getpid()))
     finally:
         try:
             os.write(report, message)
