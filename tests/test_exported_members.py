@@ -46,6 +46,24 @@ EXPECTED = {
     "run",
     "run_process",
     "spawn",
+    "PidFile",
+    "daemonize",
+    "spawn_daemon",
+}
+
+DAEMON_EXPECTED = {
+    "LISTEN_FDS_START",
+    "MANAGER_VARIABLES",
+    "AlreadyRunning",
+    "Daemon",
+    "DaemonStartError",
+    "PidFile",
+    "barrier",
+    "daemonize",
+    "listen_fds",
+    "notify",
+    "spawn_daemon",
+    "watchdog_ping",
 }
 
 
@@ -66,12 +84,31 @@ def test_package_ships_py_typed() -> None:
     assert files("tether").joinpath("py.typed").is_file()
 
 
+PUBLIC_MODULE_HOMES = {
+    "Limits": "tether.limits",
+    "PidFile": "tether.daemon",
+    "daemonize": "tether.daemon",
+    "spawn_daemon": "tether.daemon",
+}
+
+
+def test_daemon_public_names_are_pinned_and_live_at_tether_daemon() -> None:
+    import tether.daemon
+
+    assert set(tether.daemon.__all__) == DAEMON_EXPECTED
+    for name in tether.daemon.__all__:
+        member = getattr(tether.daemon, name)
+        if inspect.isclass(member) or inspect.isfunction(member):
+            assert member.__doc__, f"tether.daemon.{name} has no docstring"
+            assert member.__module__ == "tether.daemon", f"{name} says {member.__module__}"
+
+
 def test_public_names_live_at_tether() -> None:
     """Tracebacks and reprs say ``tether.X``, never the private module that defines X."""
     for name in tether.__all__:
         member = getattr(tether, name)
         if inspect.isclass(member) or inspect.isfunction(member):
-            home = "tether.limits" if name == "Limits" else "tether"  # a public module already
+            home = PUBLIC_MODULE_HOMES.get(name, "tether")  # defined in a public module
             assert member.__module__ == home, f"tether.{name} says {member.__module__}"
     assert repr(tether.Exited) == "<class 'tether.Exited'>"
 

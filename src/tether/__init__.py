@@ -28,6 +28,7 @@ from ._supervise._async_supervisor import AsyncSupervisor
 from ._supervise._records import Supervised
 from ._supervise._restart import Backoff, RestartMode, RestartPolicy
 from ._supervise._supervisor import KillMode, Supervisor
+from .daemon import PidFile, daemonize, spawn_daemon
 from .limits import Limits
 
 __all__ = [
@@ -48,6 +49,7 @@ __all__ = [
     "KilledAfterGraceWarning",
     "Limits",
     "NamespaceError",
+    "PidFile",
     "Process",
     "RestartMode",
     "RestartPolicy",
@@ -65,11 +67,13 @@ __all__ = [
     "TetherError",
     "TimeoutExpired",
     "backends",
+    "daemonize",
     "decode_status",
     "open_process",
     "run",
     "run_process",
     "spawn",
+    "spawn_daemon",
 ]
 
 __version__ = _version.__version__
