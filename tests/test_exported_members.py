@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import inspect
 
+import pytest
+
 import tether
 
 EXPECTED = {
@@ -30,6 +32,7 @@ EXPECTED = {
     "Continued",
     "Exited",
     "Limits",
+    "Popen",
     "Process",
     "Rusage",
     "Signaled",
@@ -70,7 +73,8 @@ def test_public_names_live_at_tether() -> None:
     for name in tether.__all__:
         member = getattr(tether, name)
         if inspect.isclass(member) or inspect.isfunction(member):
-            home = "tether.limits" if name == "Limits" else "tether"  # a public module already
+            # Limits and Popen live in public modules already.
+            home = {"Limits": "tether.limits", "Popen": "tether.subprocess"}.get(name, "tether")
             assert member.__module__ == home, f"tether.{name} says {member.__module__}"
     assert repr(tether.Exited) == "<class 'tether.Exited'>"
 
@@ -89,3 +93,14 @@ def test_backends_reports_each_backend() -> None:
     with tether.spawn(["true"], backend="native") as process:
         process.wait()
     assert tether.backends()[0].pidfd_at_birth is True
+
+
+def test_the_drop_ins_are_submodules() -> None:
+    """``tether.subprocess`` and ``tether.asyncio`` load on first use; ``tether.Popen`` is
+    the drop-in's class."""
+    import tether.subprocess
+
+    assert tether.Popen is tether.subprocess.Popen
+    assert tether.asyncio.create_subprocess_exec.__module__ == "tether.asyncio"
+    with pytest.raises(AttributeError):
+        tether.no_such_name  # noqa: B018

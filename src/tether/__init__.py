@@ -28,6 +28,7 @@ from ._supervise._records import Supervised
 from ._supervise._restart import Backoff, RestartMode, RestartPolicy
 from ._supervise._supervisor import KillMode, Supervisor
 from .limits import Limits
+from .subprocess import Popen
 
 __all__ = [
     "DEFAULT_GRACE",
@@ -46,6 +47,7 @@ __all__ = [
     "KillMode",
     "KilledAfterGraceWarning",
     "Limits",
+    "Popen",
     "Process",
     "RestartMode",
     "RestartPolicy",
@@ -71,6 +73,15 @@ __all__ = [
 ]
 
 __version__ = _version.__version__
+
+
+def __getattr__(name: str) -> object:
+    """``tether.subprocess`` and ``tether.asyncio``, the drop-ins, imported on first use."""
+    if name in ("subprocess", "asyncio"):
+        import importlib
+
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _rehome_public_names() -> None:
