@@ -333,3 +333,102 @@ def test_run_interrupted_anywhere_loses_nothing() -> None:
     assert interrupted > 0
     assert all(completed.returncode == 0 for completed in done)  # type: ignore[attr-defined]
     assert REAPER.wait_idle(timeout=30)
+
+
+def test_every_backend_and_the_no_pidfd_fallback_behave_alike(
+    backend: str, pidfd_mode: str
+) -> None:
+    release_read, release_write = os.pipe()
+    try:
+        with subprocess.Popen(
+            _py(f"import os, sys; os.read({release_read}, 1); sys.stdout.write(sys.stdin.read())"),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            pass_fds=[release_read],
+            backend=backend,
+        ) as process:
+            with pytest.raises(subprocess.TimeoutExpired):
+                process.wait(timeout=0.01)
+            os.write(release_write, b"x")
+            assert process.communicate(b"data") == (b"data", None)
+        assert process.returncode == 0
+        assert process.backend == backend
+        with subprocess.Popen(["sleep", "60"], backend=backend) as sleeper:
+            sleeper.kill()
+        assert sleeper.returncode == -signal.SIGKILL
+    finally:
+        os.close(release_read)
+        os.close(release_write)
+
+
+def test_threads_waiting_on_one_child_all_get_its_return_code() -> None:
+    import threading
+
+    codes: list[int] = []
+    with subprocess.Popen(["sh", "-c", "read x; exit 5"], stdin=subprocess.PIPE) as process:
+        waiters = [threading.Thread(target=lambda: codes.append(process.wait())) for _ in range(4)]
+        for waiter in waiters:
+            waiter.start()
+        process.stdin.close()  # type: ignore[union-attr]
+        for waiter in waiters:
+            waiter.join()
+    assert codes == [5, 5, 5, 5]
+
+
+def test_failed_spawns_leave_nothing_behind() -> None:
+    for _ in range(200):
+        with pytest.raises(FileNotFoundError):
+            subprocess.Popen(
+                ["/no/such/program"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+        with pytest.raises(std.SubprocessError):
+            subprocess.Popen(["true"], stdout=subprocess.PIPE, preexec_fn=_raise)
+
+
+def _raise() -> None:
+    raise OSError(errno.EPERM, "refused in preexec_fn")
+
+
+def test_bad_input_is_refused_before_anything_exists() -> None:
+    for bad in (["tr\0ue"], ["true", "a\0b"]):
+        with pytest.raises(ValueError, match="NUL"):
+            subprocess.Popen(bad)
+    with pytest.raises(ValueError, match="illegal environment variable name"):
+        subprocess.Popen(["true"], env={"A=B": "1"})
+    with pytest.raises(IndexError):
+        subprocess.Popen([])
+
+
+def test_env_and_cwd_reach_the_child(tmp_path: Any) -> None:
+    assert subprocess.check_output(["/usr/bin/env"], env={"ONLY": "me"}) == b"ONLY=me\n"
+    assert subprocess.check_output(["pwd"], cwd=tmp_path, text=True) == f"{tmp_path}\n"
+    assert subprocess.check_output(["/usr/bin/env"], env={}) == b""
+
+
+def test_a_timed_out_call_kills_the_child_and_raises() -> None:
+    with pytest.raises(subprocess.TimeoutExpired) as caught:
+        subprocess.call(["sleep", "60"], timeout=0.1)
+    assert caught.value.cmd == ["sleep", "60"]
+
+
+def test_kill_group_signals_the_whole_group(tmp_path: Any) -> None:
+    with subprocess.Popen(
+        ["sh", "-c", "sleep 60 & echo $!; wait"],
+        stdout=subprocess.PIPE,
+        start_new_session=True,
+        kill_group=True,
+    ) as process:
+        grandchild = int(process.stdout.readline())  # type: ignore[union-attr]
+        pidfd = os.pidfd_open(grandchild)
+        try:
+            process.kill()
+            assert process.communicate() == (b"", None)
+            import select
+
+            assert select.select([pidfd], [], [], 30)[0], "the grandchild was killed too"
+        finally:
+            os.close(pidfd)
+    assert process.returncode == -signal.SIGKILL

@@ -19,7 +19,7 @@ from asyncio import streams as _streams
 from typing import Any
 
 from ._core._lease import ExitFdLease
-from ._popen._popen import Popen
+from ._popen._popen import Popen, child_process
 
 __all__ = [
     "DEVNULL",
@@ -108,9 +108,7 @@ class Process:
     def _watch_exit(self) -> _asyncio.Future[int]:
         """One watch of the exit fd per child, however many tasks wait."""
         future: _asyncio.Future[int] = self._loop.create_future()
-        process = self._popen._process
-        assert process is not None, "a Process always has a started child"
-        lease = ExitFdLease(process)
+        lease = ExitFdLease(child_process(self._popen))
         fd = lease.acquire()
         if fd is None:  # reaped meanwhile
             lease.release()
@@ -191,25 +189,37 @@ async def _start(
         args, bufsize=0, shell=shell, stdin=stdin, stdout=stdout, stderr=stderr, **kwds
     )
     process = Process(popen, loop)
+    transports: list[_asyncio.BaseTransport] = []
     try:
         if popen.stdout is not None:
-            process.stdout = await _reader(loop, popen.stdout, limit)
+            process.stdout = await _reader(loop, popen.stdout, limit, transports)
         if popen.stderr is not None:
-            process.stderr = await _reader(loop, popen.stderr, limit)
+            process.stderr = await _reader(loop, popen.stderr, limit, transports)
         if popen.stdin is not None:
             pipe = popen.stdin
             transport, protocol = await loop.connect_write_pipe(lambda: _StdinProtocol(loop), pipe)
+            transports.append(transport)
             process.stdin = _asyncio.StreamWriter(transport, protocol, None, loop)
     except BaseException:
+        for connected in transports:
+            connected.close()  # off the event loop before the pipes close
         popen.kill()
         popen.__exit__(None, None, None)  # closes the pipes, reaps the child
         raise
     return process
 
 
-async def _reader(loop: _asyncio.AbstractEventLoop, pipe: Any, limit: int) -> _asyncio.StreamReader:
+async def _reader(
+    loop: _asyncio.AbstractEventLoop,
+    pipe: Any,
+    limit: int,
+    transports: list[_asyncio.BaseTransport],
+) -> _asyncio.StreamReader:
     reader = _asyncio.StreamReader(limit=limit, loop=loop)
-    await loop.connect_read_pipe(lambda: _asyncio.StreamReaderProtocol(reader, loop=loop), pipe)
+    transport, _ = await loop.connect_read_pipe(
+        lambda: _asyncio.StreamReaderProtocol(reader, loop=loop), pipe
+    )
+    transports.append(transport)
     return reader
 
 

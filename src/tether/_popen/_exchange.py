@@ -23,6 +23,7 @@ import time
 from typing import IO, Any
 
 from .._core._lease import ExitFdLease
+from ._streams import write_and_close
 
 __all__ = ["PIPE_BUF", "Exchange"]
 
@@ -42,6 +43,34 @@ class Exchange:
         self.input: bytes | None = None
         self.offset = 0
         self.output: dict[Any, list[bytes]] = {}
+
+    def communicate(self, popen: Any, input: Any, timeout: float | None) -> tuple[Any, Any]:
+        """``Popen.communicate``: the one-pipe shortcut, or the loop; Ctrl-C courtesy wait."""
+        if self.started and input:
+            raise ValueError("Cannot send input after starting communication")
+        pipes = [popen.stdin, popen.stdout, popen.stderr]
+        if timeout is None and not self.started and pipes.count(None) >= 2 and not popen._sigkilled:
+            stdout = stderr = None
+            if popen.stdin is not None:
+                write_and_close(popen.stdin, input)
+            elif popen.stdout is not None:
+                stdout = popen.stdout.read()
+                popen.stdout.close()
+            elif popen.stderr is not None:
+                stderr = popen.stderr.read()
+                popen.stderr.close()
+            popen.wait()
+            return stdout, stderr
+        endtime = None if timeout is None else time.monotonic() + timeout
+        try:
+            stdout, stderr = self.run(popen, input, endtime, timeout)
+        except KeyboardInterrupt:
+            popen._courtesy_wait(endtime)
+            raise
+        finally:
+            self.started = True
+        popen.wait(timeout=_remaining(endtime))
+        return stdout, stderr
 
     def save_input(self, popen: Any, input: Any) -> None:
         """Keep the input (encoded in text mode) the first time, to resume writing it."""
@@ -149,7 +178,7 @@ class Exchange:
                 selector.unregister(key.fileobj)
                 continue
             pipe: IO[Any] = key.fileobj  # type: ignore[assignment]
-            if key.fileobj is not None and key.events == selectors.EVENT_READ:
+            if key.events == selectors.EVENT_READ:
                 os.set_blocking(key.fd, False)
                 with contextlib.suppress(BlockingIOError):
                     while self._read(selector, key):

@@ -13,10 +13,13 @@ import errno
 import locale
 import os
 import stat
+import subprocess
 import sys
 import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
+
+from .._errors import SpawnError
 
 __all__ = [
     "check_cwd",
@@ -25,6 +28,7 @@ __all__ = [
     "extra_group_ids",
     "group_id",
     "inherited_fds",
+    "spawn_failure",
     "text_encoding",
     "user_id",
 ]
@@ -190,3 +194,25 @@ def check_cwd(cwd: str | bytes | os.PathLike[str] | os.PathLike[bytes]) -> OSErr
     if not os.access(path, os.X_OK):
         return OSError(errno.EACCES, os.strerror(errno.EACCES))
     return None
+
+
+def spawn_failure(error: SpawnError, executable: object, cwd: object) -> BaseException:
+    """The exception the standard module raises where tether's spawn failed.
+
+    The same ``OSError`` subclass and ``errno``, with ``filename`` set as the standard
+    child reports it (the executable as given, or the ``cwd``); a bad ``cwd`` wins over a
+    missing program; a failing ``preexec_fn`` is ``_posixsubprocess``'s ``SubprocessError``.
+    """
+    if error.stage == "exec" and cwd is not None:
+        bad_cwd = check_cwd(cwd)  # type: ignore[arg-type]
+        if bad_cwd is not None:
+            error = SpawnError(bad_cwd.errno, stage="chdir", argv=error.argv)
+    if error.stage == "preexec_fn":
+        failure = subprocess.SubprocessError("Exception occurred in preexec_fn.")
+        failure.__cause__ = error
+        return failure
+    if error.stage == "exec":
+        error.filename = executable
+    elif error.stage == "chdir":
+        error.filename = cwd
+    return error

@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
-import io
 import os
 import signal
 import subprocess as _std
@@ -48,19 +46,18 @@ from ..limits import Limits
 from ._errors import TimeoutExpired
 from ._exchange import Exchange
 from ._options import (
-    check_cwd,
     close_inherited_after,
     command_line,
     extra_group_ids,
     group_id,
     inherited_fds,
+    spawn_failure,
     text_encoding,
     user_id,
 )
+from ._streams import set_pipe_size, wrap_pipes
 
-__all__ = ["Popen", "PopenExtras"]
-
-_F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+__all__ = ["Popen", "PopenExtras", "child_process"]
 
 
 class PopenExtras(TypedDict, total=False):
@@ -204,10 +201,7 @@ class Popen(Generic[AnyStr]):
         try:
             process = prepare(argv, **options)
         except SpawnError as error:
-            bad_cwd = check_cwd(cwd) if cwd is not None and error.stage == "exec" else None
-            if bad_cwd is not None:
-                error = SpawnError(bad_cwd.errno, stage="chdir", argv=error.argv)
-            raise _spawn_failure(error, program, cwd) from None
+            raise spawn_failure(error, program, cwd) from None
         try:
             start(process)
             self._take_over(process, bufsize, line_buffering, encoding, errors, pipesize)
@@ -216,7 +210,7 @@ class Popen(Generic[AnyStr]):
             abort(process)
             self._process = None
             if isinstance(error, SpawnError):
-                raise _spawn_failure(error, program, cwd) from None
+                raise spawn_failure(error, program, cwd) from None
             raise
 
     def _take_over(
@@ -241,33 +235,9 @@ class Popen(Generic[AnyStr]):
             None,
         )
         pipes: tuple[IO[bytes] | None, ...] = (self.stdin, self.stdout, self.stderr)  # type: ignore[assignment]
+        wrapped = wrap_pipes(pipes, bufsize, self.text_mode, line_buffering, encoding, errors)
         if pipesize > 0:
-            for pipe in pipes:
-                if pipe is not None:
-                    fcntl.fcntl(pipe.fileno(), _F_SETPIPE_SZ, pipesize)
-        if bufsize == 1 and any(pipes):  # what io.open(fd, "wb", 1) warns
-            warnings.warn(
-                "line buffering (buffering=1) isn't supported in binary mode, "
-                "the default buffer size will be used",
-                RuntimeWarning,
-                stacklevel=3,
-            )
-        stdin, stdout, stderr = (_rebuffer(pipe, bufsize) for pipe in pipes)
-        wrapped: list[IO[Any] | None] = [stdin, stdout, stderr]
-        if self.text_mode:
-            for index, pipe in enumerate(wrapped):
-                if pipe is None:
-                    continue
-                if index == 0:
-                    wrapped[0] = io.TextIOWrapper(
-                        pipe,
-                        write_through=True,
-                        line_buffering=line_buffering,
-                        encoding=encoding,
-                        errors=errors,
-                    )
-                else:
-                    wrapped[index] = io.TextIOWrapper(pipe, encoding=encoding, errors=errors)
+            set_pipe_size(pipes, pipesize)
         self.stdin, self.stdout, self.stderr = wrapped
 
     def _close_pipes_quietly(self) -> None:
@@ -365,56 +335,7 @@ class Popen(Generic[AnyStr]):
         where it stopped; nothing read is lost. After :meth:`kill`, it returns once the
         child is gone even if a grandchild still holds the pipes.
         """
-        exchange = self._exchange
-        if exchange.started and input:
-            raise ValueError("Cannot send input after starting communication")
-        pipes = [self.stdin, self.stdout, self.stderr]
-        if (
-            timeout is None
-            and not exchange.started
-            and pipes.count(None) >= 2
-            and not self._sigkilled
-        ):
-            stdout = stderr = None
-            if self.stdin is not None:
-                self._stdin_write(input)
-            elif self.stdout is not None:
-                stdout = self.stdout.read()
-                self.stdout.close()
-            elif self.stderr is not None:
-                stderr = self.stderr.read()
-                self.stderr.close()
-            self.wait()
-            return stdout, stderr
-        endtime = None if timeout is None else time.monotonic() + timeout
-        try:
-            stdout, stderr = exchange.run(self, input, endtime, timeout)
-        except KeyboardInterrupt:
-            self._courtesy_wait(endtime)
-            raise
-        finally:
-            exchange.started = True
-        self.wait(timeout=None if endtime is None else endtime - time.monotonic())
-        return stdout, stderr
-
-    def _stdin_write(self, input: Any) -> None:
-        stdin = self.stdin
-        assert stdin is not None
-        if input:
-            try:
-                stdin.write(input)
-            except BrokenPipeError:
-                pass  # the child did not read it all
-            except OSError as exc:
-                if exc.errno != errno.EINVAL:  # a child that exited may give EINVAL
-                    raise
-        try:
-            stdin.close()
-        except BrokenPipeError:
-            pass
-        except OSError as exc:
-            if exc.errno != errno.EINVAL:
-                raise
+        return self._exchange.communicate(self, input, timeout)
 
     def _timeout_error(
         self, timeout: float | None, stdout: list[bytes] | None, stderr: list[bytes] | None
@@ -503,26 +424,10 @@ class Popen(Generic[AnyStr]):
                 process.detach()  # tether's background reaper reaps it when it exits
 
 
-def _rebuffer(pipe: IO[bytes] | None, bufsize: int) -> IO[bytes] | None:
-    """The pipe with the buffering ``io.open(fd, mode, bufsize)`` would have given it."""
-    if pipe is None or bufsize < 0 or bufsize == 1:
-        return pipe  # the default buffer (1 is line buffering, which binary files lack)
-    raw = pipe.detach()  # type: ignore[attr-defined]
-    if bufsize == 0:
-        return raw  # type: ignore[no-any-return]
-    if isinstance(pipe, io.BufferedWriter):
-        return io.BufferedWriter(raw, bufsize)
-    return io.BufferedReader(raw, bufsize)
-
-
-def _spawn_failure(error: SpawnError, executable: Any, cwd: Any) -> BaseException:
-    """The exception the standard module raises where tether's spawn failed."""
-    if error.stage == "preexec_fn":
-        failure = _std.SubprocessError("Exception occurred in preexec_fn.")
-        failure.__cause__ = error
-        return failure
-    if error.stage == "exec":
-        error.filename = executable
-    elif error.stage == "chdir":
-        error.filename = cwd
-    return error
+def child_process(popen: Popen[Any]) -> Process:
+    """The :class:`tether.Process` inside a started *popen*: what ``tether.asyncio``
+    leases the exit fd of."""
+    process = popen._process
+    if process is None:
+        raise RuntimeError("this Popen has no child")
+    return process
