@@ -432,3 +432,58 @@ def test_kill_group_signals_the_whole_group(tmp_path: Any) -> None:
         finally:
             os.close(pidfd)
     assert process.returncode == -signal.SIGKILL
+
+
+def test_the_sys_modules_switch_reaches_code_that_imports_subprocess_itself() -> None:
+    code = (
+        "import sys; from tether import subprocess as drop_in; "
+        "sys.modules['subprocess'] = drop_in; "
+        "import subprocess; assert subprocess is drop_in; "
+        "print(subprocess.check_output(['echo', 'switched'], text=True), end='')"
+    )
+    assert std.check_output([PY, "-c", code]) == b"switched\n"
+
+
+def test_credentials_are_checked_as_the_standard_module_checks_them() -> None:
+    with pytest.raises(KeyError):
+        subprocess.Popen(["true"], user="no-such-user-here")
+    with pytest.raises(KeyError):
+        subprocess.Popen(["true"], group="no-such-group-here")
+    with pytest.raises(KeyError):
+        subprocess.Popen(["true"], extra_groups=["no-such-group-here"])
+    with pytest.raises(TypeError, match="User must be"):
+        subprocess.Popen(["true"], user=1.5)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="Group must be"):
+        subprocess.Popen(["true"], group=1.5)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="Items in extra_groups"):
+        subprocess.Popen(["true"], extra_groups=[1.5])  # type: ignore[list-item]
+    with pytest.raises(ValueError, match="not a string"):
+        subprocess.Popen(["true"], extra_groups="root")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="changing credentials needs root")
+def test_credentials_by_name_as_root() -> None:
+    out = subprocess.check_output(["id", "-un"], user="nobody", group="nogroup", extra_groups=[])
+    assert out == b"nobody\n"
+    assert subprocess.check_output(["id", "-u"], user="root", extra_groups=["root"]) == b"0\n"
+
+
+def test_a_buffer_size_of_its_own_for_each_pipe() -> None:
+    with subprocess.Popen(
+        ["cat"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=4096
+    ) as process:
+        assert process.communicate(b"chunk") == (b"chunk", None)
+
+
+def test_text_mode_without_an_encoding_warns_under_warn_default_encoding() -> None:
+    code = (
+        "import warnings; warnings.simplefilter('error', EncodingWarning); "
+        "from tether import subprocess\n"
+        "try:\n"
+        "    subprocess.run(['true'], stdout=subprocess.PIPE, text=True)\n"
+        "except EncodingWarning as warning:\n"
+        "    print('warned', warning)\n"
+    )
+    out = std.check_output([PY, "-X", "warn_default_encoding", "-c", code], text=True)
+    assert out == "warned 'encoding' argument not specified.\n"
+    assert subprocess.run(["true"], stdout=subprocess.PIPE, text=True).stdout == ""

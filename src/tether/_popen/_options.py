@@ -10,8 +10,10 @@ rule so that the drop-in fails where, and as, the standard module fails.
 from __future__ import annotations
 
 import errno
+import grp
 import locale
 import os
+import pwd
 import stat
 import subprocess
 import sys
@@ -71,8 +73,6 @@ def group_id(group: object) -> int | None:
     if group is None:
         return None
     if isinstance(group, str):
-        import grp
-
         return grp.getgrnam(group).gr_gid
     if isinstance(group, int):
         return _checked_id(group, "Group")
@@ -88,8 +88,6 @@ def extra_group_ids(extra_groups: object) -> list[int] | None:
     gids: list[int] = []
     for extra in extra_groups:  # type: ignore[attr-defined]
         if isinstance(extra, str):
-            import grp
-
             gids.append(grp.getgrnam(extra).gr_gid)
         elif isinstance(extra, int):
             gids.append(extra)
@@ -103,8 +101,6 @@ def user_id(user: object) -> int | None:
     if user is None:
         return None
     if isinstance(user, str):
-        import pwd
-
         return pwd.getpwnam(user).pw_uid
     if isinstance(user, int):
         return _checked_id(user, "User")
