@@ -9,7 +9,7 @@ STAMP := $(VENV)/.tether-installed
 # A change to any of these reinstalls (which rebuilds the C spawner).
 INSTALL_INPUTS := pyproject.toml setup.py src/tether/_native/_spawner.c src/tether/_native/_nsinit.c
 
-.PHONY: demo test lint types imports unit test-all bench clean
+.PHONY: demo test lint types imports unit test-all conformance bench clean
 
 # $(call install,VENV,PYTHON): create VENV with PYTHON unless it exists, then install
 # tether editable with the dev tools; this builds the C spawner for that interpreter
@@ -94,6 +94,19 @@ test-all:
 	printf "test-all, besides $(default_version) (the default .venv, run by make test):\n$$summary"; \
 	$(if $(missing_versions),echo "  not found: $(missing_versions)";) \
 	test -z "$$failed" || { echo "test-all: FAILED on:$$failed"; exit 1; }
+
+# ---- conformance: CPython's own test.test_subprocess against tether.subprocess
+# (tools/conformance.py), on the default .venv's version and every version test-all
+# runs. A version whose interpreter ships no test package is reported and skipped.
+conformance_versions = $(default_version) $(found_versions)
+
+conformance: $(STAMP) $(foreach v,$(found_versions),.venv-$(v)/.tether-installed)
+	@$(foreach v,$(missing_versions),echo "conformance: NOTE: no CPython $(v) here: skipped";) \
+	failed=; for v in $(conformance_versions); do \
+	  if [ "$$v" = "$(default_version)" ]; then py=$(BIN)/python; else py=.venv-$$v/bin/python; fi; \
+	  $$py tools/conformance.py || failed="$$failed $$v"; \
+	done; \
+	test -z "$$failed" || { echo "conformance: FAILED on:$$failed"; exit 1; }
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_spawn.py

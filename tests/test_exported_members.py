@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import inspect
 
+import pytest
+
 import tether
 
 EXPECTED = {
@@ -31,6 +33,7 @@ EXPECTED = {
     "Continued",
     "Exited",
     "Limits",
+    "Popen",
     "Process",
     "Rusage",
     "Signaled",
@@ -86,6 +89,7 @@ def test_package_ships_py_typed() -> None:
 
 PUBLIC_MODULE_HOMES = {
     "Limits": "tether.limits",
+    "Popen": "tether.subprocess",
     "PidFile": "tether.daemon",
     "daemonize": "tether.daemon",
     "spawn_daemon": "tether.daemon",
@@ -127,3 +131,14 @@ def test_backends_reports_each_backend() -> None:
     with tether.spawn(["true"], backend="native") as process:
         process.wait()
     assert tether.backends()[0].pidfd_at_birth is True
+
+
+def test_the_drop_ins_are_submodules() -> None:
+    """``tether.subprocess`` and ``tether.asyncio`` load on first use; ``tether.Popen`` is
+    the drop-in's class."""
+    import tether.subprocess
+
+    assert tether.Popen is tether.subprocess.Popen
+    assert tether.asyncio.create_subprocess_exec.__module__ == "tether.asyncio"
+    with pytest.raises(AttributeError):
+        tether.no_such_name  # noqa: B018

@@ -30,6 +30,7 @@ from ._supervise._restart import Backoff, RestartMode, RestartPolicy
 from ._supervise._supervisor import KillMode, Supervisor
 from .daemon import PidFile, daemonize, spawn_daemon
 from .limits import Limits
+from .subprocess import Popen
 
 __all__ = [
     "DEFAULT_GRACE",
@@ -50,6 +51,7 @@ __all__ = [
     "Limits",
     "NamespaceError",
     "PidFile",
+    "Popen",
     "Process",
     "RestartMode",
     "RestartPolicy",
@@ -77,6 +79,15 @@ __all__ = [
 ]
 
 __version__ = _version.__version__
+
+
+def __getattr__(name: str) -> object:
+    """``tether.subprocess`` and ``tether.asyncio``, the drop-ins, imported on first use."""
+    if name in ("subprocess", "asyncio"):
+        import importlib
+
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _rehome_public_names() -> None:

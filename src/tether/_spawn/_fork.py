@@ -140,6 +140,8 @@ def _child(plan: SpawnPlan, stdio: ChildStdio, env: object, report: int, parent:
             stage = "preexec_fn"
             plan.preexec_fn()
         stage = "exec"
+        if plan.env is None:  # the C environ, with what preexec_fn put there (as subprocess)
+            os.execv(plan.program, plan.argv)
         os.execve(plan.program, plan.argv, env)  # type: ignore[arg-type]
     except BaseException as exc:
         code = exc.errno if isinstance(exc, OSError) and exc.errno else 0
