@@ -15,6 +15,7 @@ EXPECTED = {
     "AsyncSupervisor",
     "CgroupError",
     "NamespaceError",
+    "NotReadyError",
     "KillMode",
     "KilledAfterGraceWarning",
     "Supervisor",
