@@ -421,3 +421,53 @@ async def test_async_restart_waits_for_ready_before_resetting_the_backoff() -> N
             await sup._poke()
             assert record.restarts == run + 1
     assert delays == pytest.approx([0.1, 0.2]), "a run that never said ready resets nothing"
+
+
+# --- failures, interrupts and the record -------------------------------------------------
+
+
+def test_a_spawn_failure_leaves_no_channel_open() -> None:
+    with Supervisor() as sup:
+        for ready in ("notify", "fd:3"):
+            with pytest.raises(tether.SpawnError):
+                sup.spawn(["/nonexistent/program"], ready=ready)
+        assert sup.children == []
+    # the leak guard checks that neither the socket nor the pipe survived
+
+
+def test_an_interrupt_after_the_channel_exists_leaves_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tether._supervise import _readiness
+
+    def interrupted(self: _readiness.Readiness, options: object) -> object:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(_readiness.Readiness, "apply", interrupted)
+    with Supervisor() as sup:
+        with pytest.raises(KeyboardInterrupt):
+            sup.spawn(["true"], ready="notify")
+        assert sup.children == []
+
+
+def test_stopping_is_recorded_and_not_ready_error_pickles() -> None:
+    import pickle
+
+    from tether._supervise._readiness import Readiness
+
+    script = SEND + "send('STOPPING=1\\nSTATUS=bye')\n"
+    with Supervisor() as sup:
+        process = sup.spawn(child(script), ready="notify")
+        with pytest.raises(tether.NotReadyError) as caught:
+            process.ready(timeout=30)
+        readiness = process._readiness
+        assert isinstance(readiness, Readiness)
+        assert readiness.stopping
+        assert process.notify_status == "bye"
+        assert "notify" in repr(readiness)
+    copy = pickle.loads(pickle.dumps(caught.value))
+    assert (copy.argv, copy.pid, copy.status) == (
+        caught.value.argv,
+        caught.value.pid,
+        caught.value.status,
+    )
