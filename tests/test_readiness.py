@@ -471,3 +471,19 @@ def test_stopping_is_recorded_and_not_ready_error_pickles() -> None:
         caught.value.pid,
         caught.value.status,
     )
+
+
+def test_fd_ready_onto_the_fd_number_given_as_stdout(tmp_path: os.PathLike[str]) -> None:
+    """``stdout=F, ready="fd:F"``: the child's stdout is still the file, fd F the pipe."""
+    path = os.path.join(tmp_path, "out")
+    out = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        script = f"import os; print('out', flush=True); os.write({out}, b'up\\n')"
+        with Supervisor() as sup:
+            process = sup.spawn(child(script), ready=f"fd:{out}", stdout=out)
+            process.ready(timeout=30)
+            assert process.wait(timeout=30) == tether.Exited(0)
+    finally:
+        os.close(out)
+    with open(path, "rb") as written:
+        assert written.read() == b"out\n"
