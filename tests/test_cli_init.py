@@ -242,7 +242,12 @@ def test_the_child_gets_the_terminals_foreground() -> None:
     assert SETSID is not None
     master, slave = os.openpty()
     try:
-        shell = 'cut -d" " -f5,8 /proc/$$/stat'
+        # init hands the terminal over just after the spawn (a documented window): the
+        # shell looks until it is in the foreground, for 2 s at most, then says what it saw
+        shell = (
+            "i=0; while [ $i -lt 200 ]; do set -- $(cut -d' ' -f5,8 /proc/$$/stat); "
+            '[ "$1" = "$2" ] && break; i=$((i+1)); sleep 0.01; done; echo "$1 $2"'
+        )
         command = [SETSID, "--ctty", PY, "-m", "tether", "init", "--", "sh", "-c", shell]
         with tether.spawn(command, stdin=slave, stdout=slave, stderr=slave) as session:
             os.close(slave)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import sys
 from pathlib import Path
 
@@ -191,3 +192,37 @@ def test_the_console_script_and_python_m_tether_end_to_end() -> None:
     assert usage.returncode == 125
     assert usage.stderr is not None
     assert len(usage.stderr.splitlines()) == 1
+
+
+SAYS_READY = (
+    "import os, socket; address = os.environ['NOTIFY_SOCKET'];"
+    "address = '\\0' + address[1:] if address.startswith('@') else address;"
+    "socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM).sendto(b'READY=1', address)"
+)
+
+
+def test_notify_waits_for_ready_and_tells_our_own_manager() -> None:
+    manager = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    with manager:
+        name = f"tether-test-manager-{os.getpid()}"
+        manager.bind("\0" + name)
+        env = {**os.environ, "NOTIFY_SOCKET": "@" + name}
+        done = tether.run(
+            [PY, "-m", "tether", "run", "--notify", "-v", "--", PY, "-c", SAYS_READY],
+            capture=True,
+            timeout=60,
+            env=env,
+        )
+        assert done.returncode == 0, done.stderr
+        assert b"is ready, told the service manager" in done.stderr  # type: ignore[operator]
+        manager.settimeout(10)
+        assert manager.recv(4096).splitlines() == [b"READY=1"]
+
+
+def test_notify_with_a_command_that_never_says_ready_reports_its_status(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["run", "--notify", "-v", "--", "sh", "-c", "exit 3"]) == 3
+    err = capfd.readouterr().err
+    assert "is ready" not in err
+    assert "exited with status 3" in err

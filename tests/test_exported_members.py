@@ -17,6 +17,7 @@ EXPECTED = {
     "AsyncSupervisor",
     "CgroupError",
     "NamespaceError",
+    "NotReadyError",
     "KillMode",
     "KilledAfterGraceWarning",
     "Supervisor",

@@ -46,6 +46,7 @@ __all__ = [
     "CgroupError",
     "KilledAfterGraceWarning",
     "NamespaceError",
+    "NotReadyError",
     "SpawnError",
     "SpawnStage",
     "StatusUnknownError",
@@ -302,6 +303,28 @@ class SupervisedChildFailed(TetherError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.argv, self.pid, self.status, self.restarts, self.reason))
+
+
+class NotReadyError(TetherError):
+    """A supervised child exited before it reported that it was ready.
+
+    Raised by ``Process.ready()`` (and ``await AsyncProcess.ready()``) for a child
+    spawned with ``ready="notify"`` or ``ready="fd:N"``. ``argv``, ``pid`` and
+    ``status`` (its exit status) say which child and how it ended.
+    """
+
+    argv: tuple[str, ...]
+    pid: int
+    status: Status
+
+    def __init__(self, argv: tuple[str, ...], pid: int, status: Status) -> None:
+        super().__init__(f"process {pid} ({list(argv)!r}) {status} before it was ready")
+        self.argv = tuple(argv)
+        self.pid = pid
+        self.status = status
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.argv, self.pid, self.status))
 
 
 class KilledAfterGraceWarning(RuntimeWarning):

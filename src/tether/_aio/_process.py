@@ -169,6 +169,26 @@ class AsyncProcess:
             self._watch = None
             watch.set()
 
+    async def ready(self) -> None:
+        """Wait until the child says it is ready; only for ``AsyncSupervisor.start(ready=...)``.
+
+        See :meth:`tether.Process.ready`: raises :class:`tether.NotReadyError` if the child
+        exits first and ``RuntimeError`` for a child started without ``ready=``. Use
+        ``anyio.fail_after`` for a timeout; cancelling leaves the child running.
+        """
+        readiness = self._process._readiness
+        if readiness is None:
+            raise RuntimeError(
+                f"process {self.pid} was not started with ready=: nothing says when it is "
+                'ready (use AsyncSupervisor.start(..., ready="notify") or ready="fd:N")'
+            )
+        await readiness.wait_async(self)
+
+    @property
+    def notify_status(self) -> str | None:
+        """The last ``STATUS=`` text of a child started with ``ready="notify"``, else None."""
+        return self._process.notify_status
+
     def send_signal(self, sig: int, *, group: bool = False) -> None:
         """Send *sig* to the child (or its process group); a no-op after the reap.
 

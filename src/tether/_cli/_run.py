@@ -16,17 +16,24 @@ ends or times out, not just the command itself. The hazards of a wrapper:
 from __future__ import annotations
 
 import argparse
-import math
 import signal
 import sys
 import textwrap
 import warnings
 from typing import Any
 
-from .._core._process import DEFAULT_GRACE
-from .._errors import KilledAfterGraceWarning, SpawnError, SupervisedChildFailed, TimeoutExpired
+from .._core._process import DEFAULT_GRACE, Process
+from .._durations import deadline_after, remaining
+from .._errors import (
+    KilledAfterGraceWarning,
+    NotReadyError,
+    SpawnError,
+    SupervisedChildFailed,
+    TimeoutExpired,
+)
 from .._status import Signaled, Status
 from .._supervise._supervisor import KillMode, Supervisor
+from ..daemon import notify
 from ._common import (
     DURATION,
     SIGNAL,
@@ -142,6 +149,12 @@ def add_parser(commands: Any) -> None:
         default="never",
         help="restart CMD when it exits (with backoff); the timeout covers all runs",
     )
+    scope.add_argument(
+        "--notify",
+        action="store_true",
+        help="give CMD a NOTIFY_SOCKET of its own and wait for its READY=1 (sd_notify); "
+        "then tell our own service manager (when NOTIFY_SOCKET is set) that we are ready",
+    )
     child = parser.add_argument_group("the child")
     child.add_argument("--cwd", metavar="DIR", help="run CMD in DIR")
     child.add_argument(
@@ -176,17 +189,20 @@ def run_command(args: argparse.Namespace) -> int:
         with Supervisor(kill=mode, grace=grace, stop_signal=args.signal) as sup:
             forwarder = Forwarder(FORWARDED, lambda sig: _forward(sup, sig, mode != "process"))
             try:
+                if args.notify:
+                    options["ready"] = "notify"
                 try:
-                    sup.spawn(args.cmd, restart=args.restart, **options)
+                    child = sup.spawn(args.cmd, restart=args.restart, **options)
                 except SpawnError as exc:
                     raise spawn_failure(exc) from None
                 except (ValueError, OSError) as exc:
                     raise CommandError(str(exc)) from None
                 forwarder.start()
+                deadline = deadline_after(args.timeout)
                 try:
-                    sup.wait_any(
-                        None if args.timeout is None or math.isinf(args.timeout) else args.timeout
-                    )
+                    if args.notify:
+                        _relay_readiness(child, remaining(deadline), args.verbose)
+                    sup.wait_any(remaining(deadline))
                 except TimeoutExpired:
                     timed_out = True
                 except SupervisedChildFailed:
@@ -205,6 +221,19 @@ def run_command(args: argparse.Namespace) -> int:
     if isinstance(status, Signaled) and status.signal == signal.SIGKILL:
         return KILLED
     return TIMED_OUT
+
+
+def _relay_readiness(child: Process, timeout: float | None, verbose: bool) -> None:
+    """Wait for CMD's ``READY=1`` and pass it on to our own manager; a CMD that exits
+    first is not an error here (its status is the answer)."""
+    try:
+        child.ready(timeout)
+    except NotReadyError:
+        return
+    relayed = notify(ready=True)  # False: no NOTIFY_SOCKET of our own
+    if verbose:
+        told = ", told the service manager" if relayed else ""
+        print(f"tether run: {child.args[0]} is ready{told}", file=sys.stderr)
 
 
 def _forward(sup: Supervisor, sig: int, group: bool) -> None:

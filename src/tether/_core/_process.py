@@ -32,7 +32,7 @@ import signal
 import threading
 import warnings
 from types import ModuleType, TracebackType
-from typing import IO
+from typing import IO, Protocol
 
 from typing_extensions import Self, final
 
@@ -52,6 +52,20 @@ from ._stop_signal import check_stop_signal, send_stop_signal
 
 DEFAULT_GRACE = 5.0
 """Seconds :meth:`Process.stop` waits after the stop signal before it sends SIGKILL."""
+
+
+class ReadinessHook(Protocol):
+    """A readiness channel a supervisor attached (``_supervise._readiness``)."""
+
+    @property
+    def status_text(self) -> str | None:
+        """The last ``STATUS=`` text the child sent."""
+
+    def wait(self, process: Process, timeout: float | None, /) -> None:
+        """Block until the child says ready (see :meth:`Process.ready`)."""
+
+    async def wait_async(self, handle: object, /) -> None:
+        """Wait until the child behind *handle* (an ``AsyncProcess``) says ready."""
 
 
 @final
@@ -90,6 +104,7 @@ class Process:
     _plan: SpawnPlan | None
     _backend: ModuleType | None
     _owner: int  # the pid of the process that spawned the child
+    _readiness: ReadinessHook | None  # set by a supervisor for spawn(ready=...)
 
     def __init__(self) -> None:
         raise TypeError("Process handles are created by tether.spawn()")
@@ -115,6 +130,7 @@ class Process:
         self._plan = plan
         self._backend = backend
         self._owner = os.getpid()
+        self._readiness = None
         self._lock = threading.Lock()  # last: __del__ takes a handle without it as half-made
         return self
 
@@ -179,6 +195,27 @@ class Process:
         if status is None:
             raise TimeoutExpired(self.args, timeout if timeout is not None else 0.0)
         return status
+
+    def ready(self, timeout: float | None = None) -> None:
+        """Block until the child says it is ready; only for ``Supervisor.spawn(ready=...)``.
+
+        Returns once the child has sent ``READY=1`` (``ready="notify"``) or written its
+        line (``ready="fd:N"``). Raises :class:`tether.NotReadyError` (with the child's
+        status) if it exits first, :class:`tether.TimeoutExpired` after *timeout*
+        seconds (leaving the child running), and ``RuntimeError`` for a child spawned
+        without ``ready=``.
+        """
+        if self._readiness is None:
+            raise RuntimeError(
+                f"process {self.pid} was not spawned with ready=: nothing says when it is "
+                'ready (use Supervisor.spawn(..., ready="notify") or ready="fd:N")'
+            )
+        self._readiness.wait(self, timeout)
+
+    @property
+    def notify_status(self) -> str | None:
+        """The last ``STATUS=`` text of a child spawned with ``ready="notify"``, else None."""
+        return None if self._readiness is None else self._readiness.status_text
 
     def send_signal(self, sig: int, *, group: bool = False) -> None:
         """Send *sig* to the child; a no-op once it has been reaped.

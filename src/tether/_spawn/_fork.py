@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
 import resource
 import signal
@@ -101,12 +102,14 @@ def _child(plan: SpawnPlan, stdio: ChildStdio, env: object, report: int, parent:
             stage = "setpgid"
             os.setpgid(0, plan.process_group)
         stage = "fd_map"
+        if report in plan.kept_fds:  # an extra fd's dup2 would overwrite the report pipe
+            report = fcntl.fcntl(report, fcntl.F_DUPFD_CLOEXEC, 3 + max(plan.kept_fds))
         for source, target in stdio.fd_map:
             os.dup2(source, target)
         for fd in (*(target for _, target in stdio.fd_map), *plan.pass_fds):
             os.set_inheritable(fd, True)
         stage = "close_fds"
-        _close_fds_except(sorted({0, 1, 2, report, cgroup_procs, *plan.pass_fds} - {-1}))
+        _close_fds_except(sorted({0, 1, 2, report, cgroup_procs, *plan.kept_fds} - {-1}))
         if plan.cwd is not None:
             stage = "chdir"
             os.chdir(plan.cwd)

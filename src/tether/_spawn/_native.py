@@ -29,7 +29,7 @@ PID_NAMESPACES = True
 
 def spawn(plan: SpawnPlan, stdio: ChildStdio, receipt: SpawnReceipt) -> None:
     """Start the child of *plan* into *receipt* (stored in C), or raise :class:`SpawnError`."""
-    keep = sorted({0, 1, 2, *plan.pass_fds, stdio.cgroup_procs} - {-1})
+    keep = sorted({0, 1, 2, *plan.kept_fds, stdio.cgroup_procs} - {-1})
     fd_map = [fd for pair in stdio.fd_map for fd in pair]
     limits = [value for triple in plan.limits for value in triple]
     envp = None if plan.env is None else [key + b"=" + value for key, value in plan.env.items()]

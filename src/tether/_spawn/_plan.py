@@ -123,6 +123,15 @@ class SpawnPlan:
     (the child stays ours); set by the supervisor, not a spawn option."""
     new_pid_namespace: bool = False
     """``kill="namespace"``: the child is PID 1 of a new PID namespace (the init)."""
+    extra_fds: tuple[tuple[int, int], ...] = ()
+    """``(source, target)`` fds of the parent given to the child as fd *target* (> 2),
+    after the standard streams; set by the supervisor (``ready="fd:N"``), not a spawn
+    option."""
+
+    @property
+    def kept_fds(self) -> tuple[int, ...]:
+        """The fds above 2 the child keeps open: :attr:`pass_fds` and the extra targets."""
+        return (*self.pass_fds, *(target for _, target in self.extra_fds))
 
     @property
     def default_signals(self) -> tuple[int, ...]:

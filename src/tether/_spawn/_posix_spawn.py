@@ -41,7 +41,7 @@ def spawn(plan: SpawnPlan, stdio: ChildStdio, receipt: SpawnReceipt) -> None:
     Runs only where no signal handler can raise between the spawn and the store (see
     ``_receipt``).
     """
-    keep = {0, 1, 2, *plan.pass_fds}
+    keep = {0, 1, 2, *plan.kept_fds}
     leaking = [fd for fd in _inheritable_fds() if fd not in keep]
     unclosable = unclosable_fds(leaking)
     if unclosable:
@@ -81,7 +81,7 @@ def unclosable_fds(fds: list[int]) -> list[int]:
 
 def blocked_by_fds(plan: SpawnPlan) -> bool:
     """Whether an inheritable fd that this backend cannot close would leak into *plan*'s child."""
-    keep = {0, 1, 2, *plan.pass_fds}
+    keep = {0, 1, 2, *plan.kept_fds}
     return bool(unclosable_fds([fd for fd in _inheritable_fds() if fd not in keep]))
 
 

@@ -1,7 +1,9 @@
 """The child's standard streams: pipes, /dev/null, and a clobber-free fd map.
 
 The map lists ``(source, target)`` pairs for targets 0, 1 and 2, applied in that
-order with ``dup2``. A source below 3 that differs from its target could be
+order with ``dup2``, then the plan's ``extra_fds`` (a supervised child's readiness
+pipe as fd N); a source that an extra target would overwrite is moved above them
+first. A source below 3 that differs from its target could be
 overwritten by an earlier ``dup2`` (``stdout=2, stderr=1`` swaps the two), so such a
 source is first duplicated above 2 in the parent. Every fd made here is
 close-on-exec, and every one is closed again if the spawn fails.
@@ -82,9 +84,18 @@ def _fill(stdio: ChildStdio, plan: SpawnPlan) -> None:
             sources[target] = sources.get(1, 1)
         else:
             sources[target] = spec
+    targets = {target for _, target in plan.extra_fds}
     for target, source in sources.items():
-        if source < 3 and source != target:
-            source = fcntl.fcntl(source, fcntl.F_DUPFD_CLOEXEC, 3)
+        if (source < 3 and source != target) or source in targets:
+            source = fcntl.fcntl(source, fcntl.F_DUPFD_CLOEXEC, 3 + max(targets, default=0))
+            stdio.child_only.append(source)
+        stdio.fd_map.append((source, target))
+    if stdio.cgroup_procs in targets:  # a dup2 onto it would lose it before the child joins
+        stdio.cgroup_procs = fcntl.fcntl(stdio.cgroup_procs, fcntl.F_DUPFD_CLOEXEC, max(targets))
+        stdio.child_only.append(stdio.cgroup_procs)
+    for source, target in plan.extra_fds:
+        if source in targets and source != target:  # a later dup2 would clobber it
+            source = fcntl.fcntl(source, fcntl.F_DUPFD_CLOEXEC, max(targets))
             stdio.child_only.append(source)
         stdio.fd_map.append((source, target))
 

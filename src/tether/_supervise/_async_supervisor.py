@@ -63,6 +63,7 @@ from ._async_stop import stop_all
 from ._base import ScopeSettings, SupervisorBase
 from ._keepers import Keepers
 from ._launch import Launch
+from ._readiness import ReadyMode, parse_ready, release
 from ._records import Supervised, frozen_argv, frozen_options, parse_policy, stop_leftovers
 from ._restart import Backoff, RestartMode, RestartPolicy
 from ._shutdown import Outcome, abandon, close_all, finish, report
@@ -114,17 +115,21 @@ class AsyncSupervisor(SupervisorBase[AsyncProcess]):
         *,
         restart: RestartMode | RestartPolicy | None = None,
         backoff: Backoff | float | None = None,
+        ready: str | None = None,
         **options: Unpack[SpawnOptions],
     ) -> AsyncProcess:
         """Start *argv* as a child of this scope; takes the options of :func:`tether.open_process`.
 
         *restart* and *backoff* are those of :meth:`tether.Supervisor.spawn`, and need
-        the supervisor's ``task_group``. Cancellation is checked before the spawn, never
+        the supervisor's ``task_group``. *ready* (``"notify"`` or ``"fd:N"``) is that of
+        :meth:`tether.Supervisor.spawn`: ``await process.ready()`` waits for the child
+        to say it is up. Cancellation is checked before the spawn, never
         after it. In ``"group"`` mode the child leads a new process group; an explicit
         ``process_group`` other than 0 is a ``ValueError``. Raises ``RuntimeError``
         outside the scope.
         """
         policy = parse_policy(restart, backoff)
+        mode = parse_ready(ready, options)
         if policy is not None:
             if self._task_group is None:
                 raise ValueError(
@@ -135,8 +140,8 @@ class AsyncSupervisor(SupervisorBase[AsyncProcess]):
         self._check_open("start")
         for superseded in self._release_finished():
             self._let_go(superseded)
-        handle, tree = await self._launch(argv, options)  # in the scope's trees already
-        record = Supervised(handle, tree, argv, options, self._tracker(policy))
+        handle, tree = await self._launch(argv, options, mode)  # in the scope's trees already
+        record = Supervised(handle, tree, argv, options, self._tracker(policy), mode)
         self._records.append(record)
         if policy is not None and self._task_group is not None:
             try:
@@ -145,6 +150,7 @@ class AsyncSupervisor(SupervisorBase[AsyncProcess]):
                 del self._records[-1], self._trees[-1], self._handles[id(tree)]
                 abandon(tree, exc)
                 close_pipes(handle)
+                release(handle)
                 raise
         return handle
 
@@ -227,6 +233,7 @@ class AsyncSupervisor(SupervisorBase[AsyncProcess]):
             self._unclaim()
         for handle in self._handles.values():
             close_pipes(handle)
+            release(handle)
         self._record_final_exits()
         if isinstance(exc, anyio.get_cancelled_exc_class()):
             exc = None  # a cancel scope would swallow notes on it: raise the failures instead
@@ -236,7 +243,7 @@ class AsyncSupervisor(SupervisorBase[AsyncProcess]):
         await self._handles[id(tree)].wait()
 
     async def _launch(
-        self, argv: Iterable[StrOrBytesPath], options: SpawnOptions
+        self, argv: Iterable[StrOrBytesPath], options: SpawnOptions, ready: ReadyMode | None
     ) -> tuple[AsyncProcess, ProcessTree]:
         """Start one incarnation in a tree of its own, recorded among the scope's trees (so
         its end stops it); nothing is left behind if that fails or is interrupted.
@@ -249,7 +256,7 @@ class AsyncSupervisor(SupervisorBase[AsyncProcess]):
         launch = Launch()
         self._launches.add(launch)  # from here the scope's end undoes it, if nothing else
         try:
-            tree = launch.run(self._kill, self._cgroup_parent, argv, options)
+            tree = launch.run(self._kill, self._cgroup_parent, argv, options, ready)
             handle = wrap(tree.process)
             self._handles[id(tree)] = handle
             self._trees.append(tree)
@@ -269,6 +276,7 @@ class AsyncSupervisor(SupervisorBase[AsyncProcess]):
         launch.undo(error)  # closes the tree's pipes, which the handle shares
         if handle is not None:
             close_pipes(handle)
+            release(handle)
         self._launches.discard(launch)
 
     async def _until_change(self, records: list[Supervised[AsyncProcess]]) -> None:
@@ -296,7 +304,7 @@ class AsyncSupervisor(SupervisorBase[AsyncProcess]):
         for superseded in self._release_finished():
             self._let_go(superseded)
         try:
-            handle, tree = await self._launch(record._argv, record._options)
+            handle, tree = await self._launch(record._argv, record._options, record._ready)
         except Exception as exc:
             if self._state == "open":
                 status = record._tree.process.status
@@ -310,6 +318,7 @@ class AsyncSupervisor(SupervisorBase[AsyncProcess]):
         handle = self._handles.pop(id(tree), None)
         if handle is not None:
             close_pipes(handle)
+            release(handle)
 
     async def _poke(self) -> None:
         """For tests: wake the keepers waiting out a backoff; return once each has looked

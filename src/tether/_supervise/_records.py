@@ -38,6 +38,7 @@ from typing_extensions import final
 from .._errors import SupervisedChildFailed
 from .._spawn import SpawnOptions, StrOrBytesPath
 from .._status import Status
+from ._readiness import Readiness, ReadyMode
 from ._restart import Backoff, Decision, RestartPolicy, RestartTracker
 from ._tree import ProcessTree
 
@@ -123,6 +124,7 @@ class Supervised(Generic[H]):
         "_handle",
         "_options",
         "_policy",
+        "_ready",
         "_restarts",
         "_state",
         "_tracker",
@@ -136,8 +138,10 @@ class Supervised(Generic[H]):
         argv: Iterable[StrOrBytesPath],
         options: SpawnOptions,
         tracker: RestartTracker | None,
+        ready: ReadyMode | None = None,
     ) -> None:
         self._handle = handle
+        self._ready = ready
         self._tree = tree
         self._first = tree  # the incarnation whose handle spawn() returned
         self._argv = argv
@@ -151,7 +155,7 @@ class Supervised(Generic[H]):
         self._handed_out = False  # by wait_any()
         self._failure_seen = False  # the error was raised to the caller
         if tracker is not None:
-            tracker.started()
+            tracker.started(needs_ready=ready is not None)
 
     @property
     def process(self) -> H:
@@ -172,6 +176,18 @@ class Supervised(Generic[H]):
     def restarts(self) -> int:
         """How many times the child has been restarted so far."""
         return self._restarts
+
+    @property
+    def ready(self) -> bool | None:
+        """Whether the current incarnation has said it is ready; None without ``ready=``."""
+        readiness = self._readiness()
+        return None if readiness is None else readiness.check()
+
+    @property
+    def notify_status(self) -> str | None:
+        """The last ``STATUS=`` text of the current incarnation (``ready="notify"``)."""
+        readiness = self._readiness()
+        return None if readiness is None else readiness.status_text
 
     @property
     def state(self) -> State:
@@ -223,6 +239,9 @@ class Supervised(Generic[H]):
         if status is None:
             self._fail(None, "its exit status was taken by another party")
             return None
+        readiness = self._readiness()
+        if readiness is not None and readiness.check():
+            tracker.became_ready()
         if not scope_open:
             self._state = "exited"
             logger.info("%s (pid %d) %s while its scope ends", self._name(), pid, status)
@@ -247,7 +266,7 @@ class Supervised(Generic[H]):
         self._state = "running"
         self._due = None
         self._restarts += 1
-        self._tracker.started()
+        self._tracker.started(needs_ready=self._ready is not None)
         logger.info(
             "%s restarted as pid %d (restart %d)", self._name(), tree.process.pid, self._restarts
         )
@@ -283,6 +302,10 @@ class Supervised(Generic[H]):
             return None
         self._failure_seen = True
         return self._error
+
+    def _readiness(self) -> Readiness | None:
+        readiness = self._tree.process._readiness
+        return readiness if isinstance(readiness, Readiness) else None
 
     def _name(self) -> str:
         return f"supervised child {list(self._tree.process.args)!r}"

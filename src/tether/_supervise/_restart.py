@@ -285,7 +285,17 @@ class RestartTracker:
     it belongs to whoever supervises its child.
     """
 
-    __slots__ = ("_attempt", "_clock", "_history", "_policy", "_random", "_restarts", "_started")
+    __slots__ = (
+        "_attempt",
+        "_clock",
+        "_history",
+        "_needs_ready",
+        "_policy",
+        "_random",
+        "_ready",
+        "_restarts",
+        "_started",
+    )
 
     def __init__(
         self,
@@ -302,6 +312,8 @@ class RestartTracker:
         self._restarts = 0
         self._history: deque[float] = deque()
         self._started: float | None = None
+        self._needs_ready = False
+        self._ready = False
 
     @property
     def policy(self) -> RestartPolicy:
@@ -326,15 +338,28 @@ class RestartTracker:
         now = self._clock()
         return tuple(t for t in self._history if self._in_window(t, now))
 
-    def started(self) -> None:
-        """Record that a run of the child begins now."""
+    def started(self, *, needs_ready: bool = False) -> None:
+        """Record that a run of the child begins now.
+
+        ``needs_ready=True`` (a child spawned with ``ready=``): the run has come up only
+        once :meth:`became_ready` is called. Until then it does not reset the backoff,
+        however long it lasts, and an exit counts as a failed start (``"on-failure"``
+        restarts even an ``Exited(0)``).
+        """
         self._started = self._clock()
+        self._needs_ready = needs_ready
+        self._ready = False
+
+    def became_ready(self) -> None:
+        """Record that the current run said it is ready."""
+        self._ready = True
 
     def exited(self, status: Status) -> Decision:
         """Record that the child ended with ``status`` and decide what happens next.
 
         A run that lasted at least :attr:`RestartPolicy.reset_after` since :meth:`started`
-        resets :attr:`attempt` first (a run whose start was not recorded never does). Then the
+        resets :attr:`attempt` first (a run whose start was not recorded never does, nor
+        one started with ``needs_ready=True`` that never became ready). Then the
         decision is ``"stop"`` if the policy does not restart this status; ``"give_up"`` if the
         window already holds :attr:`RestartPolicy.max_restarts` restarts (never when the window
         is 0); else ``"restart"``, after the backoff delay for :attr:`attempt`, which the restart
@@ -348,10 +373,12 @@ class RestartTracker:
             raise ValueError(f"the child has not terminated: it {status}")
         now = self._clock()
         policy = self._policy
-        if self._started is not None and now - self._started >= policy.reset_after:
+        came_up = self._ready or not self._needs_ready
+        if came_up and self._started is not None and now - self._started >= policy.reset_after:
             self._attempt = 0
         self._started = None
-        if not policy.wants_restart(status):
+        failed_start = not came_up and policy.mode == "on-failure"
+        if not (policy.wants_restart(status) or failed_start):
             return Decision("stop", 0.0, f"{status}: not restarting (restart={policy.mode!r})")
         limited = policy.window > 0
         while self._history and not self._in_window(self._history[0], now):
@@ -365,7 +392,7 @@ class RestartTracker:
         delay = policy.backoff.delay(self._attempt, self._random)
         self._attempt += 1
         self._restarts += 1
-        reason = f"{status}: restarting in {delay:.3g}s"
+        reason = f"{status}{'' if came_up else ' before it was ready'}: restarting in {delay:.3g}s"
         if limited:
             self._history.append(now)
             reason += (

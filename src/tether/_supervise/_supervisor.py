@@ -46,6 +46,7 @@ from .._status import Status
 from . import _signal_shield
 from ._base import ScopeSettings, SupervisorBase
 from ._launch import Launch
+from ._readiness import parse_ready, release
 from ._records import (
     Supervised,
     frozen_argv,
@@ -115,6 +116,7 @@ class Supervisor(SupervisorBase[Process]):
         *,
         restart: RestartMode | RestartPolicy | None = None,
         backoff: Backoff | float | None = None,
+        ready: str | None = None,
         **options: Unpack[SpawnOptions],
     ) -> Process:
         """Start *argv* as a child of this scope; takes the options of :func:`tether.spawn`.
@@ -126,8 +128,17 @@ class Supervisor(SupervisorBase[Process]):
         current one. In ``"group"`` mode the child leads a new process group; an
         explicit ``process_group`` other than 0 is a ``ValueError``. Raises
         ``RuntimeError`` outside the scope.
+
+        *ready* gives each incarnation a way to say that it is up, for
+        :meth:`tether.Process.ready` to wait on: ``"notify"`` (an sd_notify socket of
+        its own in ``NOTIFY_SOCKET``, believed only from the child's tree; ``STATUS=``
+        lines appear as ``process.notify_status``) or ``"fd:N"`` (s6 style: the write
+        end of a pipe as fd N, on which the child writes a line). Under a restart
+        policy a run that never said ready does not reset the backoff, and exiting
+        before ready is a failed start.
         """
         policy = parse_policy(restart, backoff)
+        mode = parse_ready(ready, options)
         if policy is not None:
             argv, options = frozen_argv(argv), frozen_options(options)
         launch = Launch()
@@ -138,8 +149,8 @@ class Supervisor(SupervisorBase[Process]):
         try:
             for superseded in gone:
                 self._let_go(superseded)
-            tree = launch.run(self._kill, self._cgroup_parent, argv, options)
-            record = Supervised(tree.process, tree, argv, options, self._tracker(policy))
+            tree = launch.run(self._kill, self._cgroup_parent, argv, options, mode)
+            record = Supervised(tree.process, tree, argv, options, self._tracker(policy), mode)
             with self._lock:
                 if self._state != "open":
                     raise RuntimeError(
@@ -265,6 +276,7 @@ class Supervisor(SupervisorBase[Process]):
             self._unclaim()
         for tree in trees:
             close_pipes(tree.process)
+            release(tree.process)
         with self._lock:
             self._record_final_exits()
             failures = self._unseen_failures()
@@ -307,7 +319,9 @@ class Supervisor(SupervisorBase[Process]):
             self._let_go(superseded)
         launch = Launch()
         try:
-            tree = launch.run(self._kill, self._cgroup_parent, record._argv, record._options)
+            tree = launch.run(
+                self._kill, self._cgroup_parent, record._argv, record._options, record._ready
+            )
         except Exception as exc:
             launch.undo(exc)
             with self._lock:
@@ -328,11 +342,13 @@ class Supervisor(SupervisorBase[Process]):
         error = RuntimeError("the supervisor scope ended while a child was being restarted")
         abandon(tree, error)
         close_pipes(tree.process)
+        release(tree.process)
         for note in getattr(error, "__notes__", ()):
             logger.error("%s", note)
 
     def _let_go(self, tree: ProcessTree) -> None:
         close_pipes(tree.process)
+        release(tree.process)
 
     def _undo_launch(self, launch: Launch, error: BaseException) -> None:
         """Take apart an incarnation that was not recorded (notes on *error* say what
