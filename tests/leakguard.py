@@ -19,7 +19,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-_SETTLE_SECONDS = 2.0
+_SETTLE_SECONDS = 5.0  # a finished thread can take a moment to leave /proc/self/task
 LONG_LIVED_THREADS = frozenset({"tether-spawner", "tether-reaper"})
 """tether's own threads that live as long as the process, by design (documented)."""
 
