@@ -33,7 +33,7 @@ from .._core._process import Process
 from .._durations import remaining
 from .._errors import KilledAfterGraceWarning, StatusUnknownError
 from .._status import signal_name
-from ._census import POLL_FIRST_DELAY, POLL_MAX_DELAY, Reap, groups_gone
+from ._census import POLL_MAX_DELAY, Reap, groups_gone
 from ._tree import KILL_PATIENCE, ProcessTree
 
 if sys.version_info < (3, 11):  # pragma: no cover
@@ -48,7 +48,6 @@ __all__ = [
     "finish",
     "report",
     "shutdown",
-    "wait_tree",
     "wait_trees",
 ]
 
@@ -92,25 +91,6 @@ class Outcome:
             self.errors.append(exc)
 
 
-def wait_tree(tree: ProcessTree, deadline: float) -> bool:
-    """Reap the leader and wait for the rest of its tree until *deadline*; True if all gone."""
-    try:
-        if wait_for_exit(tree.process, remaining(deadline)) is None:
-            return False
-    except StatusUnknownError:
-        pass  # reaped by someone else: its tree still counts
-    if tree.cgroup is not None:
-        return tree.cgroup.wait_empty(remaining(deadline))
-    delay = POLL_FIRST_DELAY
-    while tree.others_alive():  # grandchildren send no exit notification: poll, bounded
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return False
-        time.sleep(min(delay, left))
-        delay = min(2 * delay, POLL_MAX_DELAY)
-    return True
-
-
 def _reap(process: Process) -> None:
     try:
         process.kill()
@@ -119,10 +99,16 @@ def _reap(process: Process) -> None:
         pass
 
 
-def confirm_gone(tree: ProcessTree) -> None:
-    """After SIGKILL: raise if the tree is not gone within :data:`KILL_PATIENCE` seconds."""
-    if not wait_tree(tree, time.monotonic() + KILL_PATIENCE):
-        raise tree.survivors()
+def confirm_gone(tree: ProcessTree, outcome: Outcome) -> None:
+    """After SIGKILL: wait for *tree* as a scope's shutdown does (:func:`wait_trees`), and
+    record its survivors in *outcome* if it is not gone within :data:`KILL_PATIENCE`
+    seconds."""
+    if wait_trees([tree], time.monotonic() + KILL_PATIENCE, outcome):
+        outcome.attempt(tree, functools.partial(_raise_survivors, tree))
+
+
+def _raise_survivors(tree: ProcessTree) -> None:
+    raise tree.survivors()
 
 
 def finish(
@@ -139,7 +125,7 @@ def finish(
     while outcome.attempt(tree, functools.partial(_reap, tree.process)) is None:
         pass
     if confirm:
-        outcome.attempt(tree, functools.partial(confirm_gone, tree))
+        confirm_gone(tree, outcome)
     if close:
         outcome.attempt(tree, tree.close)
 

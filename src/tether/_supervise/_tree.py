@@ -47,7 +47,6 @@ from .._core._stop_signal import send_stop_signal
 from .._errors import TetherError
 from .._linux._cgroup import Cgroup
 from .._linux._pidfd import signal_pinned_group
-from .._linux._procfs import live_group_members
 from .._spawn import SpawnOptions
 from ._namespace import PidNamespace
 
@@ -62,11 +61,6 @@ _GROUP_MODES = ("group", "namespace")
 
 KILL_PATIENCE = 10.0
 """Seconds to wait for a tree to be gone after SIGKILL before reporting survivors."""
-
-
-def _live_member(pgid: int) -> bool:
-    """Whether ``/proc`` shows a process in group *pgid* that is not a zombie."""
-    return bool(live_group_members((pgid,)))
 
 
 @final
@@ -124,16 +118,6 @@ class ProcessTree:
         if self.mode in _GROUP_MODES:
             self._signal_group(signal.SIGKILL)
         self.process.kill()
-
-    def others_alive(self) -> bool:
-        """After the leader's exit: whether any other process of the tree still lives."""
-        if self.cgroup is not None:
-            return self.cgroup.populated()
-        if self.namespace is not None:
-            return self.namespace.alive()  # its init outlives every other member
-        if not self.group_has_members():
-            return False  # no member left, or no way to tell
-        return _live_member(self.process.pid)  # members may be zombies awaiting init
 
     def group_has_members(self) -> bool:
         """Whether the pinned group has members, zombies included; False when it is empty
