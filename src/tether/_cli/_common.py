@@ -94,6 +94,18 @@ def environment(assignments: list[str]) -> dict[str, str] | None:
     return env
 
 
+def add_child_options(parser: Any) -> None:
+    """``--cwd`` and the repeatable ``--env KEY=VALUE`` (for a parser or an argument group)."""
+    parser.add_argument("--cwd", metavar="DIR", help="run CMD in DIR (default: the current one)")
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="set an environment variable for CMD (repeatable)",
+    )
+
+
 def add_limit_options(parser: argparse.ArgumentParser) -> None:
     """The ``prlimit(1)`` options and ``--preset``."""
     from ._args import LIMIT_OPTIONS, PRESETS, parse_limit

@@ -18,6 +18,7 @@ from ..daemon import AlreadyRunning, DaemonStartError, spawn_daemon
 from ._common import (
     DURATION,
     CommandError,
+    add_child_options,
     add_limit_options,
     collect_limits,
     environment,
@@ -70,14 +71,7 @@ def add_parser(commands: Any) -> None:
         metavar="DUR",
         help="wait up to DUR for CMD to send READY=1 on its NOTIFY_SOCKET",
     )
-    parser.add_argument("--cwd", metavar="DIR", help="run CMD in DIR (default: the current one)")
-    parser.add_argument(
-        "--env",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="set an environment variable for CMD (repeatable)",
-    )
+    add_child_options(parser)
     add_limit_options(parser)
     parser.add_argument("cmd", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     parser.set_defaults(handler=daemon_command)

@@ -38,6 +38,7 @@ from ._common import (
     DURATION,
     SIGNAL,
     CommandError,
+    add_child_options,
     add_limit_options,
     collect_limits,
     environment,
@@ -156,14 +157,7 @@ def add_parser(commands: Any) -> None:
         "then tell our own service manager (when NOTIFY_SOCKET is set) that we are ready",
     )
     child = parser.add_argument_group("the child")
-    child.add_argument("--cwd", metavar="DIR", help="run CMD in DIR")
-    child.add_argument(
-        "--env",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="set an environment variable for CMD (repeatable)",
-    )
+    add_child_options(child)
     parser.add_argument(
         "-v",
         "--verbose",
