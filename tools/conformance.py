@@ -7,7 +7,7 @@ tests are first run against the standard module on the same interpreter, in a fr
 process each, and the verdict is: every test that passes against the standard module
 passes against the drop-in, except the tests listed in :data:`EXCLUDED` with their
 reason (tests of CPython's internals: mocks of ``_posixsubprocess``, ``_USE_VFORK``,
-``_waitpid_lock`` and the like; see docs/migration.md).
+``_waitpid_lock`` and the like; see docs/subprocess.md).
 
 Usage::
 
@@ -239,7 +239,7 @@ def main() -> int:
     print(
         f"conformance: CPython {version}: test.test_subprocess has {len(stdlib)} tests here; "
         f"{len(standard_passes)} pass against the standard module, of which {len(excluded)} "
-        f"test CPython internals (excluded, see docs/migration.md); "
+        f"test CPython internals (excluded, see docs/subprocess.md); "
         f"{passed}/{len(passing)} of the others pass against tether.subprocess"
     )
     others = collections.Counter(outcome for outcome in stdlib.values() if outcome != "pass")

@@ -7,7 +7,7 @@ the standard ``Popen`` removed underneath: waits block on the child's pidfd inst
 sleeping in a loop, signals never reach a recycled pid, a dropped ``Popen`` is reaped by
 a background thread rather than by the next ``Popen``, a status stolen by a foreign
 reaper is recovered instead of reported as 0, and a timed-out ``run`` kills the
-child's group when it leads one. See ``docs/migration.md``.
+child's group when it leads one. See ``docs/subprocess.md``.
 
 Third-party code that imports ``subprocess`` itself can be switched with
 ``sys.modules["subprocess"] = tether.subprocess`` before it is imported (with the
