@@ -97,8 +97,10 @@ DEFAULT_REPEATS = 3
 QUICK_COUNTS = (1, 100)
 QUICK_REPEATS = 1
 APIS = ("sync", "asyncio", "trio")
-MODES = ("group", "group+subreaper", "cgroup")
-"""A kill mode, ``+subreaper`` for ``subreaper=True``."""
+MODES = ("group", "group+subreaper", "cgroup", "process", "namespace")
+"""A kill mode, ``+subreaper`` for ``subreaper=True``. (``process`` stops the child
+alone, so it runs only with the ``sleep`` kind: a grandchild outliving the scope is
+what it is for.)"""
 FDS_PER_TREE = 5
 """File descriptors per tree, at most: pidfd, pinned dup or cgroup watch fds, ours."""
 SPARE_FDS = 100
@@ -192,9 +194,13 @@ class Member:
     state: str
 
 
-def group_members(pgids: set[int]) -> dict[int, list[Member]]:
-    """The processes of each process group in *pgids*, from one scan of ``/proc``."""
-    members: dict[int, list[Member]] = {pgid: [] for pgid in pgids}
+def tree_members(leaders: set[int]) -> dict[int, list[Member]]:
+    """Each child in *leaders* and its own children, from one scan of ``/proc``.
+
+    By parent, not by process group: in ``kill="process"`` mode the child leads no
+    group of its own. (The trees here are one or two levels deep.)
+    """
+    members: dict[int, list[Member]] = {leader: [] for leader in leaders}
     for name in os.listdir("/proc"):
         if not name.isdigit():
             continue
@@ -203,16 +209,18 @@ def group_members(pgids: set[int]) -> dict[int, list[Member]]:
         except OSError:
             continue  # exited meanwhile
         close = stat.rindex(")")
-        state, _ppid, pgid = stat[close + 2 :].split(" ", 3)[:3]
-        if int(pgid) in members:
-            members[int(pgid)].append(Member(int(name), stat[stat.index("(") + 1 : close], state))
+        state, ppid = stat[close + 2 :].split(" ", 2)[:2]
+        pid = int(name)
+        leader = pid if pid in members else int(ppid)
+        if leader in members:
+            members[leader].append(Member(pid, stat[stat.index("(") + 1 : close], state))
     return members
 
 
 def unsettled(leaders: Sequence[int], kind: Kind) -> tuple[list[int], list[int]]:
     """(leaders whose tree is not yet in place and blocked, pids of the settled grandchildren)."""
     pending, grandchildren = [], []
-    for leader, members in group_members(set(leaders)).items():
+    for leader, members in tree_members(set(leaders)).items():
         settled = (
             len(members) == kind.processes
             and all(m.state == "S" for m in members)
@@ -380,6 +388,8 @@ def default_contenders(
     for api in apis:
         for mode in modes:
             for kind in kinds:
+                if mode == "process" and kind.processes > 1:
+                    continue  # the grandchild is meant to outlive the scope
                 if api == "sync":
                     contenders.append(sync_contender(mode, kind))
                 else:
@@ -396,6 +406,16 @@ def cgroup_problem() -> str | None:
         with tether.Supervisor(grace=GRACE, kill="cgroup") as sup:
             sup.spawn(["/bin/true"]).wait()
     except tether.CgroupError as exc:
+        return str(exc)
+    return None
+
+
+def namespace_problem() -> str | None:
+    """Why ``kill="namespace"`` cannot run here (None if it can); it needs root."""
+    try:
+        with tether.Supervisor(grace=GRACE, kill="namespace") as sup:
+            sup.spawn(["/bin/true"]).wait()
+    except tether.NamespaceError as exc:
         return str(exc)
     return None
 
@@ -599,11 +619,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     before = raise_nofile(args.counts)
     skipped_reason = cgroup_problem()
+    namespace_reason = namespace_problem()
     env = async_environment(
         rlimit_nofile_before=list(before),
         cgroup=cgroup_location(),
         init=init_name(),
         cgroup_skipped=skipped_reason,
+        namespace_skipped=namespace_reason,
         counts=args.counts,
         repeats=args.repeats,
         grace=GRACE,
@@ -618,6 +640,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         modes = [m for m in modes if m != "cgroup"]
         skipped = [
             f"{api} / cgroup / {kind.name} (cgroup not writable)"
+            for api in args.apis
+            for kind in kinds
+        ]
+    if namespace_reason is not None and "namespace" in modes:
+        print(f'kill="namespace" skipped: {namespace_reason}')
+        modes = [m for m in modes if m != "namespace"]
+        skipped += [
+            f"{api} / namespace / {kind.name} (no PID namespace here)"
             for api in args.apis
             for kind in kinds
         ]
