@@ -123,10 +123,10 @@ from bench_reap import (
 )
 from bench_reap import measure as measure_reap
 
-DEFAULT_ROUNDS = 30
-DEFAULT_BATCH = 40
-QUICK_ROUNDS = 5
-QUICK_BATCH = 10
+DEFAULT_ROUNDS = 20
+DEFAULT_BATCH = 30
+QUICK_ROUNDS = 4
+QUICK_BATCH = 8
 DEFAULT_REAP_CHILDREN = 10
 QUICK_REAP_CHILDREN = 3
 ASYNCIO_PIDFD = "asyncio Process.wait() [asyncio, PidfdChildWatcher]"

@@ -92,9 +92,9 @@ from _floor import FLOOR_REAP, Floor
 SLEEP = [shutil.which("sleep") or "/bin/sleep", "60"]
 KILLED = -signal.SIGKILL
 TIMEOUT = 10.0
-DEFAULT_ROUNDS = 40
-DEFAULT_CHILDREN = 20
-QUICK_ROUNDS = 4
+DEFAULT_ROUNDS = 25
+DEFAULT_CHILDREN = 16
+QUICK_ROUNDS = 3
 QUICK_CHILDREN = 4
 SETTLE_TIMEOUT = 10.0
 """Seconds a batch's children may take to reach their sleep before the run fails."""

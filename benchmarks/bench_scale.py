@@ -80,7 +80,7 @@ from bench_reap import Child, asyncio_wait, check, tether_wait
 
 SLEEP = [shutil.which("sleep") or "/bin/sleep", "600"]
 DEFAULT_COUNTS = (100, 1_000, 10_000)
-DEFAULT_REPEATS = 2
+DEFAULT_REPEATS = 1
 DEFAULT_ASYNCIO_MAX = 1_000
 QUICK_COUNTS = (10, 100)
 QUICK_REPEATS = 1

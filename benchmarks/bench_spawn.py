@@ -79,10 +79,10 @@ from _common import (
 )
 from _floor import FLOOR_SPAWN, FLOOR_VFORK, Floor
 
-DEFAULT_ROUNDS = 30
-DEFAULT_BATCH = 50
-QUICK_ROUNDS = 5
-QUICK_BATCH = 20
+DEFAULT_ROUNDS = 20
+DEFAULT_BATCH = 40
+QUICK_ROUNDS = 4
+QUICK_BATCH = 10
 
 
 @dataclass(frozen=True)
