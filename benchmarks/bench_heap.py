@@ -53,10 +53,11 @@ Last, with no heap, the cost against the number of fds open in the parent
 (``--fds``, default 10, 1,000 and 10,000): the script opens that many extra
 descriptors on ``/dev/null`` (non-inheritable, as Python opens them), measures
 ``tether native``, ``tether posix_spawn``, ``tether fork``, ``subprocess.Popen`` (all
-with their default ``close_fds``) and raw ``os.posix_spawn`` in ``--rounds``
-interleaved rounds, and closes them. Reported per count: the median, p10 and p90 of
-the batch means and the ratio to the same contender at the smallest count. The soft
-``RLIMIT_NOFILE`` is raised to the hard limit for it.
+with their default ``close_fds``), raw ``os.posix_spawn`` (and, as root, the
+``user=``/``group=`` spawn) in ``--fd-rounds`` interleaved rounds, and closes them.
+Reported per count: the median, p10 and p90 of the batch means and the ratio to the
+same contender at the smallest count. The soft ``RLIMIT_NOFILE`` is raised to the
+hard limit for it.
 """
 
 from __future__ import annotations
@@ -109,13 +110,15 @@ from _floor import FLOOR_SPAWN, Floor
 MIB = 1024 * 1024
 PAGE = os.sysconf("SC_PAGE_SIZE")
 DEFAULT_SIZES = (10, 1024, 4096)
-DEFAULT_PASSES = 2
-DEFAULT_ROUNDS = 8
+DEFAULT_PASSES = 1
+DEFAULT_ROUNDS = 6
 DEFAULT_BATCH = 20
 DEFAULT_BUDGET_S = 0.3
 QUICK_SIZES = (10, 256)
 DEFAULT_FDS = (10, 1_000, 10_000)
 QUICK_FDS = (10, 10_000)
+DEFAULT_FD_ROUNDS = 4
+QUICK_FD_ROUNDS = 2
 CHANGE_IDS = "tether native user=/group="
 NOBODY = 65534
 TARGET_SIZES = (10, 1024)
@@ -125,7 +128,7 @@ QUICK_PASSES = 1
 QUICK_ROUNDS = 3
 QUICK_BATCH = 5
 QUICK_BUDGET_S = 0.05
-MIN_SPAWNS = 3
+MIN_SPAWNS = 2
 """A batch stops at its time budget only after at least this many spawns."""
 LEFTOVER_KIB = 64 * 1024
 """How much higher than before its allocation VmRSS may stay after a buffer is freed
@@ -438,7 +441,7 @@ def measure_fds(
                 fds.append(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))
             print(f"fds: {count} extra open in the parent", flush=True)
             warm_up(contenders, args.batch, budget_ns)
-            means, batch_sizes = measure(contenders, args.rounds, args.batch, budget_ns, rng)
+            means, batch_sizes = measure(contenders, args.fd_rounds, args.batch, budget_ns, rng)
         finally:
             for fd in fds:
                 with contextlib.suppress(OSError):
@@ -487,6 +490,7 @@ def heap_environment(args: argparse.Namespace) -> dict[str, Any]:
         },
         sizes_mib=args.sizes,
         fds=args.fds,
+        fd_rounds=args.fd_rounds,
         euid=os.geteuid(),
         passes=args.passes,
         rounds=args.rounds,
@@ -668,6 +672,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="extra open fds in the parent for the fd-count measure, comma-separated "
         f"(default {','.join(map(str, DEFAULT_FDS))}; --quick: {','.join(map(str, QUICK_FDS))})",
     )
+    parser.add_argument(
+        "--fd-rounds",
+        type=positive_int,
+        default=DEFAULT_FD_ROUNDS,
+        help=f"timed rounds per fd count (default {DEFAULT_FD_ROUNDS}; --quick: {QUICK_FD_ROUNDS})",
+    )
     quick_sizes = ",".join(map(str, QUICK_SIZES))
     add_run_options(
         parser,
@@ -681,6 +691,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         rounds=QUICK_ROUNDS,
         batch=QUICK_BATCH,
         budget=QUICK_BUDGET_S,
+        fd_rounds=QUICK_FD_ROUNDS,
     )
     if args.sizes is None:
         args.sizes = list(QUICK_SIZES if args.quick else DEFAULT_SIZES)
