@@ -167,31 +167,38 @@ def tether_threads(batch: Batch) -> Reaps:
 
 def tether_reaper(batch: Batch) -> Reaps:
     reaps: Reaps = {}
+    codes: list[int | None] = []
     freed = threading.Semaphore(0)
     original = tether_pidfd.reap_pidfd
 
     def timed_reap(pidfd: int, pid: int) -> tether.Status | None:
+        # Runs on tether's reaper thread: record only, never raise there.
         status = original(pidfd, pid)
         if status is not None:
             reaps[pid] = time.monotonic_ns()
-            check_exit("tether reaper", status.returncode)
+            codes.append(status.returncode)
             freed.release()
         return status
+
+    def wait_for_a_slot() -> None:
+        if not freed.acquire(timeout=30):
+            raise RuntimeError("tether reaper: a detached child was not reaped in 30 s")
 
     tether_pidfd.reap_pidfd = timed_reap  # type: ignore[assignment]
     try:
         running = 0
         for delay in batch.delays_us:
             if running == batch.workers:
-                freed.acquire()
+                wait_for_a_slot()
                 running -= 1
             tether.spawn(batch.argv(delay), stdout=batch.write_fd).detach()
             running += 1
         for _ in range(running):
-            if not freed.acquire(timeout=30):
-                raise RuntimeError("tether reaper: a detached child was not reaped in 30 s")
+            wait_for_a_slot()
     finally:
         tether_pidfd.reap_pidfd = original
+    for code in codes:
+        check_exit("tether reaper", code)
     return reaps
 
 
