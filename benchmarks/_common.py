@@ -4,8 +4,11 @@ Command line (:func:`make_parser`, :func:`add_common_arguments`, :func:`parse_co
 the environment header (:func:`environment`, :func:`async_environment`,
 :func:`format_machine`, :func:`format_libraries`), output (:func:`render_table`,
 :func:`write_document`), statistics and performance targets (:class:`Stats`,
-:func:`judge`, :func:`format_verdicts`), and the synchronous spawn+reap runners that
-``bench_spawn.py``, ``bench_heap.py`` and ``bench_async.py`` time.
+:func:`judge`, :func:`format_verdicts`), the synchronous spawn+reap runners that
+``bench_spawn.py``, ``bench_heap.py`` and ``bench_async.py`` time (raw
+``os.posix_spawn`` with ``os.environ`` and with a prebuilt environment among them),
+and :class:`BatchContender`, the shape of a contender that times itself (the C floor
+of ``_floor.py``).
 
 The scripts import it as a sibling module, so run them from the repository
 (``.venv/bin/python benchmarks/bench_spawn.py``), not with ``-m``.

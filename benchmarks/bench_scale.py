@@ -36,7 +36,7 @@ Every child is killed and reaped even when a run fails (try/finally). The soft
 ``RLIMIT_NOFILE`` is raised to the hard limit first: tether holds a pidfd per
 child, so N children need N fds and then some.
 
-Each (count, contender) pair runs ``--repeats`` times (default 2); per count the
+Each (count, contender) pair runs ``--repeats`` times (default 1); per count the
 contenders run in a freshly shuffled order each repeat. Reported: the median of the
 repeats' times (total and per child), and the thread counts of the repeat with the
 highest peak.
