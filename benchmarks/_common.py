@@ -4,8 +4,11 @@ Command line (:func:`make_parser`, :func:`add_common_arguments`, :func:`parse_co
 the environment header (:func:`environment`, :func:`async_environment`,
 :func:`format_machine`, :func:`format_libraries`), output (:func:`render_table`,
 :func:`write_document`), statistics and performance targets (:class:`Stats`,
-:func:`judge`, :func:`format_verdicts`), and the synchronous spawn+reap runners that
-``bench_spawn.py``, ``bench_heap.py`` and ``bench_async.py`` time.
+:func:`judge`, :func:`format_verdicts`), the synchronous spawn+reap runners that
+``bench_spawn.py``, ``bench_heap.py`` and ``bench_async.py`` time (raw
+``os.posix_spawn`` with ``os.environ`` and with a prebuilt environment among them),
+and :class:`BatchContender`, the shape of a contender that times itself (the C floor
+of ``_floor.py``).
 
 The scripts import it as a sibling module, so run them from the repository
 (``.venv/bin/python benchmarks/bench_spawn.py``), not with ``-m``.
@@ -40,6 +43,7 @@ NEAR_FLOOR = 0.1
 # --- spawn+reap runners (bench_spawn.py, bench_heap.py, bench_async.py) ---------------
 
 FLOOR = "os.posix_spawn (raw)"
+RAW_PREBUILT = "os.posix_spawn (raw, prebuilt env)"
 BASELINE = "subprocess.Popen"
 
 Runner = Callable[[], int | None]
@@ -69,9 +73,41 @@ def popen() -> int:
 
 
 def raw_posix_spawn() -> int:
+    """``os.posix_spawn`` with ``os.environ`` (converted on every call) + ``os.waitpid``."""
     pid = os.posix_spawn(TRUE, [TRUE], os.environ)
     _, wait_status = os.waitpid(pid, 0)
     return os.waitstatus_to_exitcode(wait_status)
+
+
+def raw_posix_spawn_prebuilt() -> Runner:
+    """``os.posix_spawn`` + ``os.waitpid`` with the environment built once, as bytes.
+
+    The least Python can do: ``os.environ`` is a mapping that decodes every entry on
+    each iteration, a ready ``dict`` of bytes is not. (tether's native backend passes
+    the C ``environ`` itself for ``env=None``, which is cheaper still.)
+    """
+    env = dict(os.environb)
+    argv = [TRUE.encode()]
+    path = TRUE.encode()
+
+    def run() -> int:
+        pid = os.posix_spawn(path, argv, env)
+        _, wait_status = os.waitpid(pid, 0)
+        return os.waitstatus_to_exitcode(wait_status)
+
+    return run
+
+
+@dataclass(frozen=True)
+class BatchContender:
+    """A contender timed by batch, in its own clock: ``batch(n)`` returns µs per operation.
+
+    The C floors (:class:`_floor.Floor`) are these: each call runs *n* operations in
+    the C program, which times each one.
+    """
+
+    name: str
+    batch: Callable[[int], list[float]]
 
 
 # --- command line ---------------------------------------------------------------------

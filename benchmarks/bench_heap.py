@@ -25,6 +25,17 @@ heap size S:
    The mean time per spawn of each batch is recorded.
 4. Free the buffer, and check that VmRSS came back down, before the next size.
 
+When running as root a sixth contender, ``tether native user=/group=``, spawns with
+``user=65534, group=65534`` (nobody): a spawn that changes ids, which the native
+backend clones without ``CLONE_VM`` (changing ids in a child that shares the parent's
+memory would mark the *parent* non-dumpable), so it may grow with the heap. Issue 13's
+target 4 asks for at most 1.3x at 1 GiB against 10 MiB: the ``targets`` table judges
+it (the two sizes are measured at different times, so the per-round pairing there is
+by round index, not interleaved: read it with the ``x raw`` column). The C floor
+(``C posix_spawn+waitpid``, from ``_floor.py``) runs in a process of its own without
+the heap, so its row is a reference for the machine's load at each visit, not a
+contender that could grow.
+
 Per size and contender it reports, over the P x R batch means, their median, their
 10th and 90th percentiles, the mean number of spawns per batch, the ratio of the
 median to the same contender's median at the smallest size (flat is 1.00) and the
@@ -35,16 +46,30 @@ move a flat contender's ``x smallest`` by a few tens of percent; read it against
 ``x raw`` and the p10/p90 spread, and only trust it when it is far from 1. Load only
 ever adds time, so the closing overview also compares the p10 (the quiet rounds)
 across sizes: the steadier reading of whether a contender is flat.
+
+Open file descriptors
+---------------------
+Last, with no heap, the cost against the number of fds open in the parent
+(``--fds``, default 10, 1,000 and 10,000): the script opens that many extra
+descriptors on ``/dev/null`` (non-inheritable, as Python opens them), measures
+``tether native``, ``tether posix_spawn``, ``tether fork``, ``subprocess.Popen`` (all
+with their default ``close_fds``), raw ``os.posix_spawn`` (and, as root, the
+``user=``/``group=`` spawn) in ``--fd-rounds`` interleaved rounds, and closes them.
+Reported per count: the median, p10 and p90 of the batch means and the ratio to the
+same contender at the smallest count. The soft ``RLIMIT_NOFILE`` is raised to the
+hard limit for it.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import gc
 import os
 import random
 import re
+import resource
 import statistics
 import sys
 import time
@@ -53,15 +78,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import tether
 from _common import (
     FLOOR,
     TRUE,
+    BatchContender,
     Contender,
     Runner,
+    Target,
+    Verdict,
     add_rounds_and_batch,
     add_run_options,
+    counts_list,
     environment,
     format_machine,
+    format_verdicts,
+    judge,
     make_parser,
     parse_common,
     percentiles,
@@ -70,22 +102,33 @@ from _common import (
     raw_posix_spawn,
     render_table,
     tether_spawn,
+    verdicts_json,
     write_document,
 )
+from _floor import FLOOR_SPAWN, Floor
 
 MIB = 1024 * 1024
 PAGE = os.sysconf("SC_PAGE_SIZE")
 DEFAULT_SIZES = (10, 1024, 4096)
-DEFAULT_PASSES = 3
-DEFAULT_ROUNDS = 10
+DEFAULT_PASSES = 1
+DEFAULT_ROUNDS = 6
 DEFAULT_BATCH = 20
 DEFAULT_BUDGET_S = 0.3
 QUICK_SIZES = (10, 256)
+DEFAULT_FDS = (10, 1_000, 10_000)
+QUICK_FDS = (10, 10_000)
+DEFAULT_FD_ROUNDS = 4
+QUICK_FD_ROUNDS = 2
+CHANGE_IDS = "tether native user=/group="
+NOBODY = 65534
+TARGET_SIZES = (10, 1024)
+"""Issue 13's target 4 compares these two heap sizes (MiB)."""
+TARGET_LIMIT = 1.3
 QUICK_PASSES = 1
 QUICK_ROUNDS = 3
 QUICK_BATCH = 5
 QUICK_BUDGET_S = 0.05
-MIN_SPAWNS = 3
+MIN_SPAWNS = 2
 """A batch stops at its time budget only after at least this many spawns."""
 LEFTOVER_KIB = 64 * 1024
 """How much higher than before its allocation VmRSS may stay after a buffer is freed
@@ -157,14 +200,26 @@ class SizeResult:
     summaries: list[Summary]
 
 
+def change_ids() -> int | None:
+    """``tether.spawn`` with ``user=``/``group=`` (nobody), the native backend."""
+    process = tether.spawn([TRUE], backend="native", user=NOBODY, group=NOBODY)
+    return process.wait().returncode
+
+
 def default_contenders() -> list[Contender]:
-    return [
+    contenders = [
         Contender("tether native", tether_spawn("native")),
         Contender("tether posix_spawn", tether_spawn("posix_spawn")),
         Contender("tether fork", tether_spawn("fork")),
         Contender("subprocess.Popen", popen),
         Contender(FLOOR, raw_posix_spawn),
     ]
+    if os.geteuid() == 0:
+        contenders.append(Contender(CHANGE_IDS, change_ids))
+    return contenders
+
+
+AnyContender = Contender | BatchContender
 
 
 def make_resident(size_mib: int) -> bytearray:
@@ -194,11 +249,14 @@ def resident_pages(buffer: bytearray) -> tuple[int, int]:
     return pages.count(1), len(pages)
 
 
-def time_batch(run: Runner, batch: int, budget_ns: int) -> tuple[float, int]:
+def time_batch(run: Runner | BatchContender, batch: int, budget_ns: int) -> tuple[float, int]:
     """Run *run* up to *batch* times, or until *budget_ns* has passed (after at least
-    :data:`MIN_SPAWNS`); return the mean µs per call and the number of calls.
+    :data:`MIN_SPAWNS`); return the mean µs per call and the number of calls. (The C
+    floor runs the whole batch: it never comes near the budget.)
     """
     gc.collect()
+    if isinstance(run, BatchContender):
+        return statistics.fmean(run.batch(batch)), batch
     start = time.perf_counter_ns()
     deadline = start + budget_ns
     count = 0
@@ -211,9 +269,12 @@ def time_batch(run: Runner, batch: int, budget_ns: int) -> tuple[float, int]:
     return elapsed / count / 1000, count
 
 
-def warm_up(contenders: Sequence[Contender], batch: int, budget_ns: int) -> None:
+def warm_up(contenders: Sequence[AnyContender], batch: int, budget_ns: int) -> None:
     """Run one untimed batch of each contender, failing on a non-zero exit code."""
     for contender in contenders:
+        if isinstance(contender, BatchContender):
+            contender.batch(batch)  # the C floor checks its children's statuses itself
+            continue
         deadline = time.perf_counter_ns() + budget_ns
         for done in range(batch):
             code = contender.run()
@@ -224,7 +285,11 @@ def warm_up(contenders: Sequence[Contender], batch: int, budget_ns: int) -> None
 
 
 def measure(
-    contenders: Sequence[Contender], rounds: int, batch: int, budget_ns: int, rng: random.Random
+    contenders: Sequence[AnyContender],
+    rounds: int,
+    batch: int,
+    budget_ns: int,
+    rng: random.Random,
 ) -> tuple[dict[str, list[float]], dict[str, list[int]]]:
     """Batch means and batch sizes per contender name, one per round, shuffled per round."""
     means: dict[str, list[float]] = {c.name: [] for c in contenders}
@@ -233,7 +298,8 @@ def measure(
     for _ in range(rounds):
         rng.shuffle(order)
         for contender in order:
-            mean, count = time_batch(contender.run, batch, budget_ns)
+            runner = contender if isinstance(contender, BatchContender) else contender.run
+            mean, count = time_batch(runner, batch, budget_ns)
             means[contender.name].append(mean)
             counts[contender.name].append(count)
     return means, counts
@@ -268,7 +334,7 @@ def summarise(
 
 
 def visit(
-    size_mib: int, contenders: Sequence[Contender], args: argparse.Namespace, rng: random.Random
+    size_mib: int, contenders: Sequence[AnyContender], args: argparse.Namespace, rng: random.Random
 ) -> Visit:
     """Make a heap of *size_mib* resident, measure the contenders under it, free it."""
     gc.collect()
@@ -319,6 +385,92 @@ def combine(visits: Sequence[Visit]) -> list[SizeResult]:
     return results
 
 
+def heap_targets(results: Sequence[SizeResult]) -> list[Verdict]:
+    """Target 4: the id-changing spawn at 1 GiB against 10 MiB (root only); the native
+    backend beside it, shown. Empty unless both sizes were measured.
+    """
+    by_size = {r.size_mib: {s.name: s.batch_means_us for s in r.summaries} for r in results}
+    small, large = TARGET_SIZES
+    if small not in by_size or large not in by_size:
+        return []
+    verdicts = []
+    for name, limit in ((CHANGE_IDS, TARGET_LIMIT), ("tether native", None)):
+        if name not in by_size[small]:
+            continue
+        at_large, at_small = f"{name} @{large} MiB", f"{name} @{small} MiB"
+        samples = {at_large: by_size[large][name], at_small: by_size[small][name]}
+        verdicts.append(judge(Target(at_large, at_small, limit), samples, None))
+    return verdicts
+
+
+# --- open file descriptors ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FdResult:
+    """The contenders measured with *fds* extra descriptors open in the parent."""
+
+    fds: int
+    summaries: list[Summary]
+
+
+def raise_nofile(need: int) -> tuple[int, int]:
+    """Raise the soft ``RLIMIT_NOFILE`` to the hard limit; fail if that is below *need*."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < need:
+        raise RuntimeError(f"RLIMIT_NOFILE hard limit {hard} is below the {need} fds asked for")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return soft, hard
+
+
+def measure_fds(
+    counts: Sequence[int],
+    contenders: Sequence[Contender],
+    args: argparse.Namespace,
+    rng: random.Random,
+) -> list[FdResult]:
+    """For each count: open that many fds on ``/dev/null``, measure, close them."""
+    raise_nofile(max(counts) + 256)
+    budget_ns = int(args.budget * 1e9)
+    results = []
+    fewest: dict[str, float] | None = None
+    for count in counts:
+        fds: list[int] = []
+        try:
+            for _ in range(count):
+                fds.append(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))
+            print(f"fds: {count} extra open in the parent", flush=True)
+            warm_up(contenders, args.batch, budget_ns)
+            means, batch_sizes = measure(contenders, args.fd_rounds, args.batch, budget_ns, rng)
+        finally:
+            for fd in fds:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        summaries = summarise(means, batch_sizes, fewest)
+        if fewest is None:
+            fewest = {s.name: s.median_us for s in summaries}
+        results.append(FdResult(count, summaries))
+    return results
+
+
+def format_fd_overview(results: Sequence[FdResult]) -> str:
+    names = [s.name for s in results[0].summaries]
+    by_count = [{s.name: s for s in r.summaries} for r in results]
+    rows = [
+        [
+            name,
+            *(
+                f"{by[name].median_us:.1f} ({by[name].p10_us:.0f}..{by[name].p90_us:.0f}) "
+                f"x{by[name].vs_smallest:.2f}"
+                for by in by_count
+            ),
+        ]
+        for name in names
+    ]
+    columns = ["median µs (p10..p90) x fewest", *(f"{r.fds:,} fds" for r in results)]
+    return render_table(columns, rows)
+
+
 def transparent_hugepages() -> str:
     """The kernel's THP mode (``always``, ``madvise`` or ``never``), or ``unknown``."""
     try:
@@ -337,6 +489,9 @@ def heap_environment(args: argparse.Namespace) -> dict[str, Any]:
             "page_size": PAGE,
         },
         sizes_mib=args.sizes,
+        fds=args.fds,
+        fd_rounds=args.fd_rounds,
+        euid=os.geteuid(),
         passes=args.passes,
         rounds=args.rounds,
         batch=args.batch,
@@ -432,10 +587,19 @@ def format_overview(results: Sequence[SizeResult]) -> str:
     )
 
 
-def write_json(path: Path, env: dict[str, Any], results: Sequence[SizeResult]) -> None:
+def write_json(
+    path: Path,
+    env: dict[str, Any],
+    results: Sequence[SizeResult],
+    verdicts: Sequence[Verdict],
+    fd_results: Sequence[FdResult],
+) -> None:
     document = {
         "environment": env,
         "floor": FLOOR,
+        "c_floor": FLOOR_SPAWN,
+        "targets": verdicts_json(verdicts),
+        "fds": [{"fds": r.fds, "results": [vars(s) for s in r.summaries]} for r in fd_results],
         "sizes": [
             {
                 "size_mib": r.size_mib,
@@ -501,6 +665,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         metavar="SECONDS",
         help=f"time after which a batch stops early (default {DEFAULT_BUDGET_S})",
     )
+    parser.add_argument(
+        "--fds",
+        type=counts_list,
+        default=None,
+        help="extra open fds in the parent for the fd-count measure, comma-separated "
+        f"(default {','.join(map(str, DEFAULT_FDS))}; --quick: {','.join(map(str, QUICK_FDS))})",
+    )
+    parser.add_argument(
+        "--fd-rounds",
+        type=positive_int,
+        default=DEFAULT_FD_ROUNDS,
+        help=f"timed rounds per fd count (default {DEFAULT_FD_ROUNDS}; --quick: {QUICK_FD_ROUNDS})",
+    )
     quick_sizes = ",".join(map(str, QUICK_SIZES))
     add_run_options(
         parser,
@@ -514,9 +691,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         rounds=QUICK_ROUNDS,
         batch=QUICK_BATCH,
         budget=QUICK_BUDGET_S,
+        fd_rounds=QUICK_FD_ROUNDS,
     )
     if args.sizes is None:
         args.sizes = list(QUICK_SIZES if args.quick else DEFAULT_SIZES)
+    if args.fds is None:
+        args.fds = list(QUICK_FDS if args.quick else DEFAULT_FDS)
     return args
 
 
@@ -527,17 +707,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(format_header(env), flush=True)
     print()
     rng = random.Random(args.seed)
-    visits = [
-        visit(size_mib, contenders, args, rng) for size_mib in visit_order(args.sizes, args.passes)
-    ]
+    with Floor() as floor:
+        heap_contenders = [*contenders, BatchContender(FLOOR_SPAWN, floor.spawn)]
+        visits = [
+            visit(size_mib, heap_contenders, args, rng)
+            for size_mib in visit_order(args.sizes, args.passes)
+        ]
+    fd_results = measure_fds(args.fds, contenders, args, rng)
     results = combine(visits)
+    verdicts = heap_targets(results)
     for result in results:
         print()
         print(format_size_table(result, args.sizes[0]))
     print()
     print(format_overview(results))
+    if verdicts:
+        print()
+        print(format_verdicts(verdicts))
+    print()
+    print(format_fd_overview(fd_results))
     if args.json is not None:
-        write_json(args.json, env, results)
+        write_json(args.json, env, results, verdicts, fd_results)
     return 0
 
 

@@ -47,8 +47,8 @@ from _common import (
 )
 
 MODES = ("group", "namespace")
-DEFAULT_ROUNDS = 30
-DEFAULT_BATCH = 50
+DEFAULT_ROUNDS = 15
+DEFAULT_BATCH = 20
 QUICK_ROUNDS = 3
 QUICK_BATCH = 10
 

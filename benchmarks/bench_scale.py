@@ -36,7 +36,7 @@ Every child is killed and reaped even when a run fails (try/finally). The soft
 ``RLIMIT_NOFILE`` is raised to the hard limit first: tether holds a pidfd per
 child, so N children need N fds and then some.
 
-Each (count, contender) pair runs ``--repeats`` times (default 2); per count the
+Each (count, contender) pair runs ``--repeats`` times (default 1); per count the
 contenders run in a freshly shuffled order each repeat. Reported: the median of the
 repeats' times (total and per child), and the thread counts of the repeat with the
 highest peak.
@@ -80,7 +80,7 @@ from bench_reap import Child, asyncio_wait, check, tether_wait
 
 SLEEP = [shutil.which("sleep") or "/bin/sleep", "600"]
 DEFAULT_COUNTS = (100, 1_000, 10_000)
-DEFAULT_REPEATS = 2
+DEFAULT_REPEATS = 1
 DEFAULT_ASYNCIO_MAX = 1_000
 QUICK_COUNTS = (10, 100)
 QUICK_REPEATS = 1

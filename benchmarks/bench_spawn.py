@@ -15,8 +15,20 @@ them alike:
    one contender's garbage is not collected on another's clock.
 3. Per contender, report the median of its R batch means, their 10th and 90th
    percentiles (the spread across rounds), and the ratio of its median to the
-   median of the floor (raw ``os.posix_spawn`` + ``os.waitpid``, the least work
-   Python can do) and of the baseline (``subprocess.Popen``).
+   median of the floor (raw ``os.posix_spawn`` + ``os.waitpid`` with ``os.environ``),
+   of the same with a prebuilt environment (``os.posix_spawn (raw, prebuilt env)``:
+   a ``dict`` of bytes built once, the least work Python can do), of the baseline
+   (``subprocess.Popen``) and of the C floor.
+4. Targets (issue 13), judged on the per-round batch means as in ``bench_async.py``:
+   ``tether native`` at most 1.03x the prebuilt raw floor and 0.97x ``Popen``; the
+   ``posix_spawn`` backend at most 1.10x the prebuilt raw floor. Beside them, shown
+   only: tether and ``Popen`` against ``os.environ``'s raw floor and the C floor.
+
+The C floor (``benchmarks/floor/floor.c``, built by ``_floor.py`` with ``cc -O2``)
+runs two more contenders in a server process of its own: ``posix_spawn`` + ``waitpid``
+and ``vfork`` + ``execve`` + ``waitpid`` of ``/bin/true``, with the C ``environ`` (what
+tether's native backend passes for ``env=None``), timed per spawn in C; a batch of it
+is one request to the server, interleaved with the Python contenders like any other.
 
 The ``tether auto`` row is named after the backend ``"auto"`` resolves to for a
 plain argv (``native`` whenever the C extension was built), so the table shows which
@@ -42,26 +54,35 @@ import tether
 from _common import (
     BASELINE,
     FLOOR,
+    RAW_PREBUILT,
     TRUE,
+    BatchContender,
     Contender,
     Runner,
+    Target,
+    Verdict,
     add_common_arguments,
     environment,
     format_machine,
+    format_verdicts,
+    judge,
     make_parser,
     parse_common,
     percentiles,
     popen,
     raw_posix_spawn,
+    raw_posix_spawn_prebuilt,
     render_table,
     tether_spawn,
+    verdicts_json,
     write_document,
 )
+from _floor import FLOOR_SPAWN, FLOOR_VFORK, Floor
 
-DEFAULT_ROUNDS = 30
-DEFAULT_BATCH = 50
-QUICK_ROUNDS = 5
-QUICK_BATCH = 20
+DEFAULT_ROUNDS = 20
+DEFAULT_BATCH = 40
+QUICK_ROUNDS = 4
+QUICK_BATCH = 10
 
 
 @dataclass(frozen=True)
@@ -75,6 +96,8 @@ class Summary:
     p90_us: float
     vs_floor: float
     vs_baseline: float
+    vs_prebuilt: float
+    vs_c_floor: float
 
 
 def default_contenders(auto: str) -> list[Contender]:
@@ -86,12 +109,33 @@ def default_contenders(auto: str) -> list[Contender]:
         Contender(f"tether auto (-> {auto})", tether_spawn("auto")),
         Contender(BASELINE, popen),
         Contender(FLOOR, raw_posix_spawn),
+        Contender(RAW_PREBUILT, raw_posix_spawn_prebuilt()),
     ]
 
 
-def time_batch(run: Runner, batch: int) -> float:
+def floor_contenders(floor: Floor) -> list[BatchContender]:
+    """The C floor's two spawn+reap contenders, served by *floor*."""
+    return [BatchContender(FLOOR_SPAWN, floor.spawn), BatchContender(FLOOR_VFORK, floor.vfork)]
+
+
+AnyContender = Contender | BatchContender
+
+TARGETS = (
+    Target("tether native", RAW_PREBUILT, 1.03),
+    Target("tether native", BASELINE, 0.97),
+    Target("tether posix_spawn", RAW_PREBUILT, 1.10),
+    Target("tether native", FLOOR, None),
+    Target("tether native", FLOOR_SPAWN, None),
+    Target(BASELINE, FLOOR_SPAWN, None),
+    Target(RAW_PREBUILT, FLOOR_SPAWN, None),
+)
+
+
+def time_batch(run: Runner | BatchContender, batch: int) -> float:
     """Run *run* *batch* times back to back; return the mean µs per call."""
     gc.collect()
+    if isinstance(run, BatchContender):
+        return statistics.fmean(run.batch(batch))
     start = time.perf_counter_ns()
     for _ in range(batch):
         run()
@@ -99,9 +143,12 @@ def time_batch(run: Runner, batch: int) -> float:
     return elapsed / batch / 1000
 
 
-def warm_up(contenders: Sequence[Contender], batch: int) -> None:
+def warm_up(contenders: Sequence[AnyContender], batch: int) -> None:
     """Run one untimed batch of each contender, failing on a non-zero exit code."""
     for contender in contenders:
+        if isinstance(contender, BatchContender):
+            contender.batch(batch)  # the C floor checks every exit status itself
+            continue
         for _ in range(batch):
             code = contender.run()
             if code != 0:
@@ -109,7 +156,7 @@ def warm_up(contenders: Sequence[Contender], batch: int) -> None:
 
 
 def measure(
-    contenders: Sequence[Contender], rounds: int, batch: int, rng: random.Random
+    contenders: Sequence[AnyContender], rounds: int, batch: int, rng: random.Random
 ) -> dict[str, list[float]]:
     """Batch means per contender name, one per round, in shuffled order each round."""
     means: dict[str, list[float]] = {c.name: [] for c in contenders}
@@ -117,7 +164,8 @@ def measure(
     for _ in range(rounds):
         rng.shuffle(order)
         for contender in order:
-            means[contender.name].append(time_batch(contender.run, batch))
+            runner = contender if isinstance(contender, BatchContender) else contender.run
+            means[contender.name].append(time_batch(runner, batch))
     return means
 
 
@@ -135,6 +183,8 @@ def summarise(means: dict[str, list[float]]) -> list[Summary]:
                 p90_us=p90,
                 vs_floor=medians[name] / medians[FLOOR],
                 vs_baseline=medians[name] / medians[BASELINE],
+                vs_prebuilt=medians[name] / medians[RAW_PREBUILT],
+                vs_c_floor=medians[name] / medians[FLOOR_SPAWN],
             )
         )
     return summaries
@@ -163,7 +213,16 @@ def format_header(env: dict[str, Any]) -> str:
 
 
 def format_table(summaries: Sequence[Summary]) -> str:
-    columns = ["contender", "median µs", "p10 µs", "p90 µs", "x raw", "x Popen"]
+    columns = [
+        "contender",
+        "median µs",
+        "p10 µs",
+        "p90 µs",
+        "x raw",
+        "x prebuilt",
+        "x Popen",
+        "x C",
+    ]
     rows = [
         [
             s.name,
@@ -171,19 +230,27 @@ def format_table(summaries: Sequence[Summary]) -> str:
             f"{s.p10_us:.1f}",
             f"{s.p90_us:.1f}",
             f"{s.vs_floor:.2f}",
+            f"{s.vs_prebuilt:.2f}",
             f"{s.vs_baseline:.2f}",
+            f"{s.vs_c_floor:.2f}",
         ]
         for s in summaries
     ]
     return render_table(columns, rows)
 
 
-def write_json(path: Path, env: dict[str, Any], summaries: Sequence[Summary]) -> None:
+def write_json(
+    path: Path, env: dict[str, Any], summaries: Sequence[Summary], verdicts: Sequence[Verdict]
+) -> None:
     document = {
         "environment": env,
         "floor": FLOOR,
         "baseline": BASELINE,
+        "prebuilt_floor": RAW_PREBUILT,
+        "c_floor": FLOOR_SPAWN,
+        "c_floor_vfork": FLOOR_VFORK,
         "results": [vars(s) for s in summaries],
+        "targets": verdicts_json(verdicts),
     }
     write_document(path, document)
 
@@ -204,15 +271,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     env = spawn_environment(args.rounds, args.batch, args.seed)
-    contenders = default_contenders(env["auto_backend"])
     print(format_header(env), flush=True)
-    warm_up(contenders, args.batch)
-    means = measure(contenders, args.rounds, args.batch, random.Random(args.seed))
+    with Floor() as floor:
+        contenders = [*default_contenders(env["auto_backend"]), *floor_contenders(floor)]
+        warm_up(contenders, args.batch)
+        means = measure(contenders, args.rounds, args.batch, random.Random(args.seed))
     summaries = summarise(means)
+    verdicts = [judge(target, means, FLOOR_SPAWN) for target in TARGETS]
     print()
     print(format_table(summaries))
+    print()
+    print(format_verdicts(verdicts))
     if args.json is not None:
-        write_json(args.json, env, summaries)
+        write_json(args.json, env, summaries, verdicts)
     return 0
 
 

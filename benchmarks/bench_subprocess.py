@@ -14,7 +14,8 @@ their p10..p90 spread. The garbage collector runs before each batch.
   tether blocks on the pidfd.
 
 Usage: ``.venv/bin/python benchmarks/bench_subprocess.py [--rounds N] [--batch N]
-[--quick] [--seed N]``.
+[--quick] [--seed N] [--json PATH]``; ``--json`` writes the environment, every batch
+mean and the statistics.
 """
 
 from __future__ import annotations
@@ -28,11 +29,17 @@ import subprocess as std
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+from _common import Stats, environment, write_document
 from tether import subprocess as drop_in
 
 MODULES: dict[str, Any] = {"subprocess": std, "tether.subprocess": drop_in}
+DEFAULT_ROUNDS = 10
+DEFAULT_BATCH = 10
+QUICK_ROUNDS = 3
+QUICK_BATCH = 5
 
 
 def run_captured(module: Any) -> None:
@@ -68,12 +75,16 @@ def _quantile(samples: list[float], q: float) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=15)
-    parser.add_argument("--batch", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS)
+    parser.add_argument("--batch", type=int, default=DEFAULT_BATCH)
     parser.add_argument("--seed", type=int, default=None)
-    parser.add_argument("--quick", action="store_true", help="a smoke run: 3 rounds of 5")
+    parser.add_argument(
+        "--quick", action="store_true", help=f"a smoke run: {QUICK_ROUNDS} rounds of {QUICK_BATCH}"
+    )
+    parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="write results")
     options = parser.parse_args()
-    rounds, batch = (3, 5) if options.quick else (options.rounds, options.batch)
+    quick = (QUICK_ROUNDS, QUICK_BATCH)
+    rounds, batch = quick if options.quick else (options.rounds, options.batch)
     seed = options.seed if options.seed is not None else random.randrange(2**32)
     chance = random.Random(seed)
     print(
@@ -84,6 +95,7 @@ def main() -> int:
         "run(capture_output=True)": run_captured,  # type: ignore[dict-item]
         "wait(timeout) after exit": wait_latency,
     }
+    measures = []
     for name, task in tasks.items():
         for module in MODULES.values():
             task(module)  # a checked warm-up
@@ -103,6 +115,25 @@ def main() -> int:
                 f"p10..p90 {low:9.1f}..{high:9.1f} us"
                 f"   x{median / base:.2f} of subprocess"
             )
+        measures.append(
+            {
+                "name": name,
+                "results": [
+                    {
+                        "name": label,
+                        "batch_means_us": [value * 1e6 for value in values],
+                        **{f"{k}_us": v * 1e6 for k, v in vars(Stats.of(values)).items()},
+                        "vs_baseline": statistics.median(values) / base,
+                    }
+                    for label, values in samples.items()
+                ],
+            }
+        )
+    if options.json is not None:
+        env = environment(rounds=rounds, batch=batch, seed=seed)
+        write_document(
+            options.json, {"environment": env, "baseline": "subprocess", "measures": measures}
+        )
     return 0
 
 

@@ -7,17 +7,19 @@ in the main thread; ``tether.AsyncSupervisor`` on asyncio and on trio, one
 ``anyio.run(..., backend=...)`` per run), each kill mode (``group``; ``cgroup`` when a
 cgroup v2 directory is writable here, skipped with the reason otherwise; and
 ``group+subreaper``, group mode with ``subreaper=True``, where the grandchildren's
-zombies wait for *us* to reap them) and each child kind, one run goes like this:
+zombies wait for *us* to reap them; ``process``, the child alone, with the ``sleep``
+kind only; ``namespace``, a PID namespace per child, when we may create one, i.e. as
+root, skipped with the reason otherwise) and each child kind, one run goes like this:
 
 1. Enter ``Supervisor(grace=30, kill=MODE)`` (``AsyncSupervisor``: ``async with``) and
    start N children with ``sup.spawn(argv)`` (``await sup.start(argv)``). Timed, but
    only reported in the progress lines and ``--json`` (``bench_scale.py`` is about
    spawning).
 2. Still inside the body, wait (untimed) until every child's tree is in place and
-   blocked, by scanning ``/proc``: the child's process group (each child leads one in
-   both modes) holds exactly the tree's processes, all in state ``S``, one of them the
-   ``sleep`` command. A pidfd is opened on every grandchild (``os.pidfd_open``), to
-   check afterwards that it is gone.
+   blocked, by scanning ``/proc``: the child and its own children (found by parent pid,
+   since in ``process`` mode the child leads no group) are exactly the tree's
+   processes, all in state ``S``, one of them the ``sleep`` command. A pidfd is
+   opened on every grandchild (``os.pidfd_open``), to check afterwards that it is gone.
 3. ``t0 = perf_counter_ns()`` as the body's last statement; ``t1`` as the first
    statement after the ``with`` (``async with``) block, i.e. once ``__exit__``
    (``__aexit__``) has returned. The sample is ``t1 - t0``: sending SIGTERM (and
@@ -42,7 +44,11 @@ killed by SIGTERM (return code -15) and every grandchild's pidfd must read as ex
 Whatever goes wrong, every child is killed and reaped and every grandchild killed
 (try/finally), beyond the supervisor's own guarantee.
 
-Each (count, contender) pair runs ``--repeats`` times (default 3); per count the
+The default run covers every kill mode and child kind with the ``sync`` API, once
+each (``--repeats 1``), to fit the suite's time budget; ``--apis sync,asyncio,trio
+--repeats 3`` is the full run (several minutes).
+
+Each (count, contender) pair runs ``--repeats`` times (default 1); per count the
 contenders run in a freshly shuffled order each repeat. Reported per count and
 contender: the median stop time of the repeats, their range, and the median divided
 by N (µs per child); then an overview of µs per child across the counts. The soft
@@ -93,12 +99,17 @@ STOPPED = -signal.SIGTERM
 SLEEP = shutil.which("sleep") or "/bin/sleep"
 SHELL = shutil.which("sh") or "/bin/sh"
 DEFAULT_COUNTS = (1, 100, 1_000)
-DEFAULT_REPEATS = 3
-QUICK_COUNTS = (1, 100)
+DEFAULT_REPEATS = 1
+QUICK_COUNTS = (1, 20)
 QUICK_REPEATS = 1
 APIS = ("sync", "asyncio", "trio")
-MODES = ("group", "group+subreaper", "cgroup")
-"""A kill mode, ``+subreaper`` for ``subreaper=True``."""
+DEFAULT_APIS = ("sync",)
+"""Every kill mode and child kind at 1,000 children, for all three APIs, would not fit
+the suite's time budget: the async APIs run on request (``--apis sync,asyncio,trio``)."""
+MODES = ("group", "group+subreaper", "cgroup", "process", "namespace")
+"""A kill mode, ``+subreaper`` for ``subreaper=True``. (``process`` stops the child
+alone, so it runs only with the ``sleep`` kind: a grandchild outliving the scope is
+what it is for.)"""
 FDS_PER_TREE = 5
 """File descriptors per tree, at most: pidfd, pinned dup or cgroup watch fds, ours."""
 SPARE_FDS = 100
@@ -192,9 +203,13 @@ class Member:
     state: str
 
 
-def group_members(pgids: set[int]) -> dict[int, list[Member]]:
-    """The processes of each process group in *pgids*, from one scan of ``/proc``."""
-    members: dict[int, list[Member]] = {pgid: [] for pgid in pgids}
+def tree_members(leaders: set[int]) -> dict[int, list[Member]]:
+    """Each child in *leaders* and its own children, from one scan of ``/proc``.
+
+    By parent, not by process group: in ``kill="process"`` mode the child leads no
+    group of its own. (The trees here are one or two levels deep.)
+    """
+    members: dict[int, list[Member]] = {leader: [] for leader in leaders}
     for name in os.listdir("/proc"):
         if not name.isdigit():
             continue
@@ -203,16 +218,18 @@ def group_members(pgids: set[int]) -> dict[int, list[Member]]:
         except OSError:
             continue  # exited meanwhile
         close = stat.rindex(")")
-        state, _ppid, pgid = stat[close + 2 :].split(" ", 3)[:3]
-        if int(pgid) in members:
-            members[int(pgid)].append(Member(int(name), stat[stat.index("(") + 1 : close], state))
+        state, ppid = stat[close + 2 :].split(" ", 2)[:2]
+        pid = int(name)
+        leader = pid if pid in members else int(ppid)
+        if leader in members:
+            members[leader].append(Member(pid, stat[stat.index("(") + 1 : close], state))
     return members
 
 
 def unsettled(leaders: Sequence[int], kind: Kind) -> tuple[list[int], list[int]]:
     """(leaders whose tree is not yet in place and blocked, pids of the settled grandchildren)."""
     pending, grandchildren = [], []
-    for leader, members in group_members(set(leaders)).items():
+    for leader, members in tree_members(set(leaders)).items():
         settled = (
             len(members) == kind.processes
             and all(m.state == "S" for m in members)
@@ -380,6 +397,8 @@ def default_contenders(
     for api in apis:
         for mode in modes:
             for kind in kinds:
+                if mode == "process" and kind.processes > 1:
+                    continue  # the grandchild is meant to outlive the scope
                 if api == "sync":
                     contenders.append(sync_contender(mode, kind))
                 else:
@@ -396,6 +415,16 @@ def cgroup_problem() -> str | None:
         with tether.Supervisor(grace=GRACE, kill="cgroup") as sup:
             sup.spawn(["/bin/true"]).wait()
     except tether.CgroupError as exc:
+        return str(exc)
+    return None
+
+
+def namespace_problem() -> str | None:
+    """Why ``kill="namespace"`` cannot run here (None if it can); it needs root."""
+    try:
+        with tether.Supervisor(grace=GRACE, kill="namespace") as sup:
+            sup.spawn(["/bin/true"]).wait()
+    except tether.NamespaceError as exc:
         return str(exc)
     return None
 
@@ -570,17 +599,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=DEFAULT_REPEATS,
         help=f"runs per count and contender (default {DEFAULT_REPEATS})",
     )
-    for option, choices in (
-        ("--modes", MODES),
-        ("--apis", APIS),
-        ("--kinds", tuple(k.name for k in KINDS)),
+    for option, choices, default in (
+        ("--modes", MODES, MODES),
+        ("--apis", APIS, DEFAULT_APIS),
+        ("--kinds", tuple(k.name for k in KINDS), tuple(k.name for k in KINDS)),
     ):
         parser.add_argument(
             option,
             type=choice_list(choices),
-            default=list(choices),
+            default=list(default),
             metavar="X,Y,...",
-            help=f"a subset of {','.join(choices)} (default all)",
+            help=f"a subset of {','.join(choices)} (default {','.join(default)})",
         )
     quick_counts = ",".join(map(str, QUICK_COUNTS))
     add_run_options(
@@ -599,11 +628,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     before = raise_nofile(args.counts)
     skipped_reason = cgroup_problem()
+    namespace_reason = namespace_problem()
     env = async_environment(
         rlimit_nofile_before=list(before),
         cgroup=cgroup_location(),
         init=init_name(),
         cgroup_skipped=skipped_reason,
+        namespace_skipped=namespace_reason,
         counts=args.counts,
         repeats=args.repeats,
         grace=GRACE,
@@ -618,6 +649,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         modes = [m for m in modes if m != "cgroup"]
         skipped = [
             f"{api} / cgroup / {kind.name} (cgroup not writable)"
+            for api in args.apis
+            for kind in kinds
+        ]
+    if namespace_reason is not None and "namespace" in modes:
+        print(f'kill="namespace" skipped: {namespace_reason}')
+        modes = [m for m in modes if m != "namespace"]
+        skipped += [
+            f"{api} / namespace / {kind.name} (no PID namespace here)"
             for api in args.apis
             for kind in kinds
         ]
