@@ -150,7 +150,29 @@ def _resolve_unqualified(app: Any, env: Any, node: Any, contnode: Any) -> Any:
 
         docname, anchor = _EXPLAINED_AT[target]
         return make_refnode(app.builder, node["refdoc"], docname, anchor, contnode, target)
+    home = _public_home(target)
+    if home is not None:
+        py = env.get_domain("py")
+        return py.resolve_xref(
+            env, node["refdoc"], app.builder, node["reftype"], home, node, contnode
+        )
     return None
+
+
+def _public_home(target: str) -> str | None:
+    """Where ``tether.X`` is documented when X lives in a public submodule, else None.
+
+    ``tether.PidFile`` is ``tether.daemon.PidFile``, ``tether.Limits`` is
+    ``tether.limits.Limits``, ``tether.Popen`` is ``tether.subprocess.Popen``: the reference
+    documents each once, at its home, and a link to the other name goes there.
+    """
+    module, _, name = target.rpartition(".")
+    if module != "tether" or name not in tether.__all__:
+        return None
+    home = getattr(getattr(tether, name), "__module__", None)
+    if not isinstance(home, str) or home == module or not home.startswith("tether."):
+        return None
+    return f"{home}.{name}"
 
 
 # The public modules whose every name (``__all__``) the reference must document.
