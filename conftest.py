@@ -24,13 +24,17 @@ how to read them. The convention for writing a page:
   ``<!-- skip: start "reason" -->`` ... ``<!-- skip: end -->`` skips several. A skip without a
   reason is refused, so that no example is silently dropped.
 
-Every example runs under the leak guard of tests/conftest.py: an example that leaves a child,
-a zombie, a thread or an fd behind fails, as a test would.
+Every page runs under the leak guard of tests/conftest.py: a page whose examples leave a
+child, a zombie, a thread or an fd behind when its last example has run fails, as a test
+would (the check is per page, so one example may start a child that a later one reaps).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import doctest
+import faulthandler
+import os
 from collections.abc import Iterable, Iterator
 
 import pytest
@@ -54,15 +58,34 @@ class SkipWithReasonParser(SkipParser):
             yield region
 
 
-@pytest.fixture
-def docs_no_leaks() -> Iterator[None]:
-    """The leak guard of tests/conftest.py, for the examples of the docs."""
+def _quiet_watchdog() -> None:
+    """Stop the current test's faulthandler watchdog thread (``faulthandler_timeout``).
+
+    pytest starts one such thread per test, so the first and the last example of a page see
+    different ones, which the guard would report as a leak. pytest-timeout still bounds the
+    test; the next test arms a new watchdog.
+    """
+    faulthandler.cancel_dump_traceback_later()
+
+
+@pytest.fixture(scope="module")
+def page_leak_guard() -> Iterator[None]:
+    """The leak guard of tests/conftest.py, around all the examples of one page.
+
+    Per page, not per example: one ``>>>`` statement may start a child that a later one on
+    the same page reaps, as a reader would write it.
+    """
+    _quiet_watchdog()
     before = leakguard.snapshot()
     yield
+    _quiet_watchdog()
+    # The last page's check may run after pytest has given fds 0-2 back from its capture.
+    standard = {(fd, os.readlink(f"/proc/self/fd/{fd}")) for fd in (0, 1, 2)}
+    before = dataclasses.replace(before, fds=before.fds | standard)
     found = leakguard.settle_and_check(before)
     if found:
         leakguard.reap_leaked_children(before)
-        pytest.fail("example left behind: " + "; ".join(found), pytrace=False)
+        pytest.fail("the page's examples left behind: " + "; ".join(found), pytrace=False)
 
 
 pytest_collect_file = Sybil(
@@ -75,5 +98,5 @@ pytest_collect_file = Sybil(
     # this convention): guide.md and migration.md are removed by that branch, and
     # daemons-and-cli.md is rewritten by it. Empty this list when merging it.
     excludes=["docs/guide.md", "docs/migration.md", "docs/daemons-and-cli.md"],
-    fixtures=["docs_no_leaks"],
+    fixtures=["page_leak_guard"],
 ).pytest()
