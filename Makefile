@@ -9,7 +9,7 @@ STAMP := $(VENV)/.tether-installed
 # A change to any of these reinstalls (which rebuilds the C spawner).
 INSTALL_INPUTS := pyproject.toml setup.py src/tether/_native/_spawner.c src/tether/_native/_nsinit.c
 
-.PHONY: demo test lint types imports unit test-all conformance bench clean
+.PHONY: demo test lint types imports unit test-all conformance bench docs docs-check clean
 
 # $(call install,VENV,PYTHON): create VENV with PYTHON unless it exists, then install
 # tether editable with the dev tools; this builds the C spawner for that interpreter
@@ -108,9 +108,32 @@ conformance: $(STAMP) $(foreach v,$(found_versions),.venv-$(v)/.tether-installed
 	done; \
 	test -z "$$failed" || { echo "conformance: FAILED on:$$failed"; exit 1; }
 
+# ---- docs: the Sphinx site of docs/ (MyST Markdown; the API reference is autodoc) into
+# docs/_build/html. Nitpicky, and every warning fails the build (-W --keep-going: all of
+# them are reported first). Reads nothing from the network (docs/conf.py says how).
+DOCS_STAMP := $(VENV)/.tether-docs-installed
+DOCS_HTML := docs/_build/html
+
+$(DOCS_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,docs]'
+	touch $@
+
+docs: $(DOCS_STAMP)
+	rm -rf $(DOCS_HTML) docs/_build/doctrees
+	$(BIN)/sphinx-build -b html -n -W --keep-going -q docs $(DOCS_HTML)
+	@echo "docs: built $(DOCS_HTML)/index.html"
+
+# docs-check: `make docs`, then screenshots of a few pages in headless Chromium into
+# docs/_build/screenshots/ (tools/docs_screenshots.py), to look at. Installs Debian's
+# `chromium` with apt-get when it is missing, which needs root.
+docs-check: docs
+	command -v chromium >/dev/null || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+	$(BIN)/python tools/docs_screenshots.py $(DOCS_HTML) docs/_build/screenshots
+
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_spawn.py
 
 clean:
 	rm -rf $(VENV) .venv-3.* build src/*.egg-info .pytest_cache .mypy_cache .ruff_cache \
-		.coverage .coverage.* .import_linter_cache
+		.coverage .coverage.* .import_linter_cache docs/_build

@@ -100,7 +100,9 @@ class SpawnError(TetherError, OSError):
     """
 
     stage: SpawnStage
+    """The step of the child's setup that failed (:data:`SpawnStage`), ``"exec"`` by default."""
     argv: tuple[str, ...]
+    """The command that could not be started."""
 
     def __new__(
         cls,
@@ -214,7 +216,11 @@ class TimeoutExpired(TetherError, subprocess.TimeoutExpired):
     """A wait or a run ran out of time.
 
     Also a :class:`subprocess.TimeoutExpired`, so existing ``except`` clauses keep
-    working. ``output``/``stdout`` and ``stderr`` hold what was read before the timeout.
+    working. ``cmd`` is a list; ``output``/``stdout`` and ``stderr`` hold what
+    :func:`tether.run` and :func:`tether.run_process` read before the timeout, and are
+    ``None`` from :meth:`tether.Process.wait` and the supervisors' waits. The ``cmd`` of
+    :meth:`tether.Supervisor.wait_any` is the argv of the one child it waited for, or
+    ``['<any of N>']`` for N children.
     """
 
     def __init__(
@@ -234,7 +240,10 @@ class CalledProcessError(TetherError, subprocess.CalledProcessError):
     """A checked command did not succeed.
 
     Also a :class:`subprocess.CalledProcessError`; ``status`` is the decoded
-    :class:`tether.Status` and ``returncode`` follows the subprocess convention.
+    :class:`tether.Status` and ``returncode`` follows the subprocess convention (``-1`` for
+    a status that is not terminal). Note the argument order: ``cmd`` comes first, and it
+    takes the decoded ``status`` instead of subprocess's ``returncode``. ``str()`` reads
+    ``Command ['false'] exited with status 1.``
     """
 
     def __init__(

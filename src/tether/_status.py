@@ -109,7 +109,8 @@ class Status(ABC):
     Only the four subclasses are ever instantiated. Every variant answers the same questions
     (:attr:`returncode`, :attr:`exit_code`, :attr:`signal`, ...), answering ``None`` or ``False``
     where the question does not apply, so callers rarely need ``isinstance``. Equality and hashing
-    ignore :attr:`rusage`.
+    ignore :attr:`rusage`. ``str(status)`` is a phrase: ``exited with status 3``, ``killed by
+    SIGKILL (core dumped)``, ``stopped by SIGSTOP``, ``trapped by SIGTRAP`` or ``continued``.
     """
 
     rusage: Rusage | None = field(default=None, kw_only=True, compare=False)

@@ -64,7 +64,13 @@ class AsyncProcess:
     The same guarantees as :class:`tether.Process` (one reap, signals only before it,
     a cached status), with awaitable waits and anyio byte streams for the pipes.
     Used as ``async with``, it stops the child (:meth:`stop`) and closes the pipes on
-    exit, whatever the reason for leaving, cancellation included.
+    exit, whatever the reason for leaving, cancellation included. Only
+    :func:`tether.open_process` creates one (calling ``AsyncProcess()`` is a ``TypeError``).
+
+    The streams work on the raw, non-blocking pipe fds: ``receive(max_bytes=65536)`` returns
+    up to ``max_bytes`` bytes and raises ``anyio.EndOfStream`` at end-of-file; ``send(data)``
+    writes all of ``data`` and raises ``anyio.BrokenResourceError`` if the child closed its
+    end; after ``aclose()``, a task blocked on the stream gets ``anyio.ClosedResourceError``.
     """
 
     stdin: ByteSendStream | None

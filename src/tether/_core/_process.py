@@ -73,8 +73,18 @@ class Process:
     """A child process started by :func:`tether.spawn`.
 
     The child is reaped exactly once, by :meth:`poll`, :meth:`wait` or :meth:`stop`,
-    and signals sent after that are silently dropped. Used as a context manager,
-    the handle stops the child (:meth:`stop`) and closes its pipes on exit.
+    and signals sent after that are silently dropped. Only :func:`tether.spawn` creates
+    one (calling ``Process()`` is a ``TypeError``); a handle is safe to share between
+    threads.
+
+    Used as a context manager (``with tether.spawn(...) as process:``), the handle stops the
+    child on exit (:meth:`stop` with the defaults, unless it was detached), swallows
+    :class:`tether.StatusUnknownError`, and closes its pipes.
+
+    A handle garbage-collected while its child runs emits a ``ResourceWarning`` and hands the
+    child to the background reaper (one ``tether-reaper`` thread, an epoll over all such
+    pidfds). At interpreter exit every child tether still owns (live or dropped handles, not
+    detached ones) is killed with ``SIGKILL`` and reaped.
     """
 
     pid: int
@@ -222,8 +232,13 @@ class Process:
 
         ``group=True`` signals the child's whole process group instead (the child must
         lead one: spawn it with ``process_group=0`` or ``start_new_session=True``), so
-        grandchildren that stayed in the group get it too. While the unreaped leader
-        holds the group id, it cannot name another group.
+        grandchildren that stayed in the group get it too: through the pidfd with
+        ``PIDFD_SIGNAL_PROCESS_GROUP`` (Linux 6.9+), else with ``killpg``. While the unreaped
+        leader holds the group id, it cannot name another group.
+
+        :raises ValueError: ``group=True`` for a child that does not lead its group.
+        :raises OSError: an invalid signal number (``EINVAL``).
+        :raises RuntimeError: the child was detached.
         """
         self._check_owner()  # before the lock: a forked child may have inherited it held
         with self._lock:

@@ -92,13 +92,31 @@ def abort(process: Process, grace: float = 0.0) -> None:
 def spawn(argv: Iterable[StrOrBytesPath], **options: Unpack[SpawnOptions]) -> Process:
     """Start *argv* as a child process and return its :class:`Process` handle.
 
-    Options are validated before anything is created: bad input raises
-    ``ValueError``/``TypeError``, a program that cannot run raises
-    :class:`tether.SpawnError`, and a failed spawn leaves no process, zombie or fd
-    behind; neither does an exception (``KeyboardInterrupt``, ...) that arrives while
-    the child is being started. ``backend`` is ``"auto"`` (the fastest backend that
-    supports the options), ``"native"``, ``"posix_spawn"`` or ``"fork"``; every other
-    option is described in the user guide.
+    :param argv: The program and its arguments: a non-empty sequence of ``str``, ``bytes``
+        or path-like objects, never a single string.
+    :param options: The keyword options, each described with its type and default in
+        :class:`SpawnOptions`: ``backend``, ``executable``, ``env``, ``cwd``, ``stdin``,
+        ``stdout``, ``stderr``, ``pass_fds``, ``start_new_session``, ``process_group``,
+        ``umask``, ``preexec_fn``, ``restore_signals``, ``limits``, ``pdeathsig``,
+        ``no_new_privs``, ``user``, ``group``, ``extra_groups``, ``cgroup``.
+    :raises TypeError: ``argv`` is a string; a stdio value, a ``pass_fds`` entry,
+        ``preexec_fn``, ``limits``, ``user``, ``group`` or ``extra_groups`` has the wrong
+        type; an unknown option is given.
+    :raises ValueError: an empty argv or program name, a NUL byte, a bad environment name,
+        ``STDOUT`` for ``stdin`` or ``stdout``, a negative fd, ``start_new_session`` with
+        ``process_group``, a negative ``process_group``, a ``umask`` out of range, ``limits``
+        that :meth:`tether.limits.Limits.check` refuses, a ``pdeathsig`` that is not a signal,
+        an unknown user or group or an id out of range, an unknown backend, one not built
+        here, or one that cannot honour the options.
+    :raises SpawnError: the program cannot be found or run, an fd is not open, the ``cgroup``
+        has no ``cgroup.procs`` we can open, or a setup step in the child fails
+        (:attr:`SpawnError.stage` says which).
+    :raises OSError: the parent runs out of resources while it prepares the spawn (for
+        example ``EMFILE`` when it creates pipes).
+
+    Options are validated before anything is created, and a failed spawn leaves no process,
+    zombie or fd behind; neither does an exception (``KeyboardInterrupt``, ...) that arrives
+    while the child is being started.
     """
     process = prepare(argv, **options)
     try:

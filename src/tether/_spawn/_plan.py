@@ -41,28 +41,103 @@ StdioOption: TypeAlias = "int | IO[Any] | None"
 
 
 class SpawnOptions(TypedDict, total=False):
-    """The keyword options of :func:`tether.spawn`; see the user guide for each."""
+    """The keyword options of :func:`tether.spawn`, each with its type and default.
+
+    :func:`tether.run`, :func:`tether.open_process`, :func:`tether.run_process`,
+    :meth:`tether.Supervisor.spawn` and :func:`tether.daemon.spawn_daemon` take the same
+    options; annotate a function that passes them on with ``**options: Unpack[SpawnOptions]``.
+    *StrOrBytesPath* below means ``str | bytes | os.PathLike[str] | os.PathLike[bytes]``;
+    *StdioOption* means ``int | IO[Any] | None``. An option left out takes its default.
+
+    Every option is checked before anything is created: what :func:`tether.spawn` raises for
+    a bad one is listed there. The options that set the child up between fork and exec
+    (``cwd``, ``umask``, ``preexec_fn``, ``limits``, ``pdeathsig``, ``no_new_privs``,
+    ``user``, ``group``, ``extra_groups``, ``cgroup``) are not on ``posix_spawn``;
+    ``preexec_fn`` is on ``fork`` only. The child takes its steps in a fixed order, each
+    named in :attr:`tether.SpawnError.stage` when it fails: signal handlers reset
+    (``signals``); ``setsid`` or ``setpgid``; fds 0-2 and ``pass_fds`` put in place
+    (``fd_map``) and every other fd closed (``close_fds``); ``chdir``, then ``umask``;
+    ``setrlimit``; joining the ``cgroup``; ``no_new_privs``; ``setgroups``, ``setgid``,
+    ``setuid``; ``pdeathsig`` (after the ids, whose change would clear it); then ``exec``.
+    So ``cwd``, ``limits`` and ``cgroup`` act with the parent's credentials. The ``fork``
+    backend runs ``preexec_fn`` just before ``exec``.
+    """
 
     backend: str
+    """Default ``"auto"``. How the child is started: ``"native"`` (tether's C spawner,
+    ``clone(CLONE_VFORK)``), ``"posix_spawn"``, ``"fork"``, or ``"auto"``: ``native``
+    unless ``preexec_fn`` is given (then ``fork``); without the native spawner,
+    ``posix_spawn`` unless an option it lacks is given (then ``fork``). :func:`tether.backends`
+    lists the ones built here. An unknown backend, one not built, or one that cannot honour
+    the other options is a ``ValueError``."""
     executable: StrOrBytesPath | None
+    """Default ``None``. The program to run instead of ``argv[0]`` (which the child still sees
+    as its name); looked up on ``PATH`` when it holds no ``/``."""
     env: Mapping[str, str] | Mapping[bytes, bytes] | None
+    """Default ``None``: inherit ``os.environ``. Else the child's whole environment (``{}`` is
+    empty); ``PATH`` lookups use its ``PATH``. A name with ``=`` or a NUL byte is a
+    ``ValueError``."""
     cwd: StrOrBytesPath | None
+    """Default ``None`` (the parent's). The child's working directory; one that does not exist
+    is a :class:`tether.SpawnError` at stage ``"chdir"``. Not on ``posix_spawn``."""
     stdin: StdioOption
+    """Default ``None``: inherit. ``PIPE`` (then :attr:`tether.Process.stdin` is a writable
+    file), ``DEVNULL``, an fd, or a file object with a ``fileno()``. ``STDOUT`` is a
+    ``ValueError`` here."""
     stdout: StdioOption
+    """Default ``None``: inherit. As for ``stdin``; ``PIPE`` makes :attr:`tether.Process.stdout`
+    readable."""
     stderr: StdioOption
+    """Default ``None``: inherit. As for ``stdout``, and ``STDOUT`` sends it where stdout
+    goes."""
     pass_fds: Iterable[int]
+    """Default ``()``. Fds the child inherits under the same numbers, besides 0-2; every other
+    fd is closed in the child. A non-integer is a ``TypeError``, a negative fd a ``ValueError``,
+    an fd that is not open a :class:`tether.SpawnError`."""
     start_new_session: bool
+    """Default ``False``. Call ``setsid()`` in the child: a new session and process group, no
+    controlling terminal. Combined with ``process_group`` it is a ``ValueError``."""
     process_group: int | None
+    """Default ``None``. ``0`` puts the child in a new process group of its own, a positive id
+    into that existing group; negative is a ``ValueError``."""
     umask: int | None
+    """Default ``None`` (inherited). The child's umask, ``0`` to ``0o777`` (else
+    ``ValueError``). Not on ``posix_spawn``."""
     preexec_fn: Callable[[], object] | None
+    """Default ``None``. Called in the child after every other setup step, just before exec;
+    an exception from it fails the spawn with :class:`tether.SpawnError` (stage
+    ``"preexec_fn"``). Needs the ``fork`` backend (``"auto"`` picks it); not callable is a
+    ``TypeError``."""
     restore_signals: bool
+    """Default ``True``. Reset ``SIGPIPE`` and ``SIGXFSZ``, which Python ignores, to their
+    default actions in the child, as :mod:`subprocess` does."""
     limits: Limits | None
+    """Default ``None``. A :class:`tether.limits.Limits` applied with ``setrlimit`` before exec,
+    checked with :meth:`~tether.limits.Limits.check` first (a refusal is a ``ValueError``, not
+    a ``Limits`` a ``TypeError``). Not on ``posix_spawn``."""
     pdeathsig: int | None
+    """Default ``None`` (or ``0``): none. The signal the child gets when its parent dies
+    (``PR_SET_PDEATHSIG``). The kernel ties it to the spawning *thread*, so when asked for off
+    the main thread the spawn runs on tether's ``tether-spawner`` thread. Not a signal number:
+    ``ValueError``. Not on ``posix_spawn``."""
     no_new_privs: bool
+    """Default ``False``. Set ``PR_SET_NO_NEW_PRIVS`` in the child: exec never grants
+    privileges (setuid bits, file capabilities). Not on ``posix_spawn``."""
     user: int | str | None
+    """Default ``None`` (unchanged). A user name or uid the child switches to with
+    ``setresuid`` (needs the privilege). An unknown name or an id out of range is a
+    ``ValueError``, another type a ``TypeError``. Not on ``posix_spawn``."""
     group: int | str | None
+    """Default ``None`` (unchanged). A group name or gid, set with ``setresgid``; errors as for
+    ``user``. Not on ``posix_spawn``."""
     extra_groups: Iterable[int | str] | None
+    """Default ``None``: inherit the supplementary groups. Names or gids set with
+    ``setgroups``; ``[]`` clears them. A single string is a ``TypeError``. Not on
+    ``posix_spawn``."""
     cgroup: StrOrBytesPath | None
+    """Default ``None``. A cgroup v2 directory: the child writes itself into its
+    ``cgroup.procs`` before exec, so it is born there. A directory without a ``cgroup.procs``
+    we can open is a :class:`tether.SpawnError`. Not on ``posix_spawn``."""
 
 
 _OPTION_NAMES = frozenset(SpawnOptions.__annotations__)

@@ -148,8 +148,9 @@ class RestartPolicy:
     """Whether a supervised child that terminated is restarted, after which delays, and how many
     restarts it may have before it is given up as failed.
 
-    Use :class:`RestartTracker` to apply a policy to one child. :meth:`parse` accepts the
-    shorthands a supervisor takes as arguments: ``restart="on-failure", backoff=0.5``.
+    A supervisor applies the policy to each of its children (the private ``RestartTracker``
+    keeps the count). :meth:`parse` accepts the shorthands a supervisor takes as arguments:
+    ``restart="on-failure", backoff=0.5``.
     """
 
     mode: RestartMode = "never"
@@ -220,7 +221,7 @@ class RestartPolicy:
         ``"never"`` never restarts, ``"always"`` restarts any terminated child, and
         ``"on-failure"`` restarts one that did not exit with status 0. A :class:`Stopped` or
         :class:`Continued` child has not ended, and is never restarted. The restart budget is not
-        consulted here: that takes a :class:`RestartTracker`.
+        consulted here: the supervisor's private ``RestartTracker`` does that.
         """
         if not isinstance(status, Status):
             raise TypeError(f"status must be a Status, not {type(status).__name__}")

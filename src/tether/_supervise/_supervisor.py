@@ -88,6 +88,19 @@ class Supervisor(SupervisorBase[Process]):
     that provably belong to the trees. Children spawned with a ``restart`` policy are
     restarted by a thread of the scope, ``"tether-supervisor"``. *clock* (monotonic
     seconds) and *random* (in ``[0, 1]``) drive the restart schedules; tests pass fakes.
+
+    Leaving the scope first stops the ``"tether-supervisor"`` thread (nothing restarts
+    during the shutdown), then stops every tree at once, reaps every child, waits (at most
+    10 s after SIGKILL) until the rest of each tree is gone, removes the cgroups and closes
+    the children's pipes. The block's exception propagates unchanged, with failures attached
+    as notes; without one, failures are raised in an ``ExceptionGroup``, except that a lone
+    :class:`tether.SupervisedChildFailed` that no wait raised is raised on its own. An
+    interrupt during the grace period kills and reaps everything at once, then propagates.
+
+    :raises ValueError: a negative *grace*, a *stop_signal* that is not a signal, an unknown
+        *kill* mode, *cgroup_parent* without ``kill="cgroup"``, or ``subreaper=True`` with
+        ``kill="process"`` or ``"namespace"``.
+    :raises RuntimeError: the scope is entered a second time.
     """
 
     def __init__(self, **settings: Unpack[ScopeSettings]) -> None:

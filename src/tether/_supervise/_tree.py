@@ -53,8 +53,23 @@ from ._namespace import PidNamespace
 __all__ = ["KILL_PATIENCE", "KillMode", "ProcessTree", "prepare_options", "signal_pinned_group"]
 
 KillMode: TypeAlias = Literal["group", "cgroup", "process", "namespace"]
-"""What a supervisor stops: the child's process group, its cgroup, the child alone, or
-its PID namespace (which the kernel kills even when the supervisor is SIGKILLed)."""
+"""What a supervisor's stop reaches (the ``kill`` parameter of :class:`tether.Supervisor`).
+
+* ``"group"``: the child's process group, signalled through a pinned pidfd with
+  ``PIDFD_SIGNAL_PROCESS_GROUP``, also after the child's reap. Misses processes that leave
+  the group; before Linux 6.9 and without pidfds, the group is signalled (``killpg``) only
+  while the child is unreaped.
+* ``"cgroup"``: the child and every descendant, through a cgroup v2 ``tether-<pid>-<n>``
+  per child (``cgroup.kill`` for SIGKILL). Needs a writable cgroup v2 directory and Linux
+  5.14, else :class:`tether.CgroupError`. If the supervising process is SIGKILLed, its
+  lifeline (one helper process per supervising process) kills and removes the cgroups.
+* ``"process"``: the child alone; misses everything it starts.
+* ``"namespace"``: the child and every descendant, in a PID namespace per child behind
+  tether's init: the stop signal goes to the child's process group, SIGKILL to the init, and
+  the kernel kills the rest, even when the supervising process is SIGKILLed. The child is
+  still the supervisor's own child. Needs ``CAP_SYS_ADMIN``, the native spawner and Linux
+  5.8, else :class:`tether.NamespaceError`.
+"""
 
 _GROUP_MODES = ("group", "namespace")
 """The modes where the child leads a process group that the stop signal reaches."""

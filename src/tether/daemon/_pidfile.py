@@ -37,7 +37,10 @@ _MAX_RETRIES = 100
 
 
 class AlreadyRunning(TetherError):
-    """The pid file is locked by a running instance; :attr:`pid` is its pid (None if unreadable)."""
+    """The pid file is locked by a running instance.
+
+    Its ``path`` attribute is the pid file, its ``pid`` the holder's pid (None if unreadable).
+    """
 
     def __init__(self, path: str, pid: int | None) -> None:
         holder = f"pid {pid}" if pid is not None else "pid unknown"
