@@ -94,9 +94,5 @@ pytest_collect_file = Sybil(
         SkipWithReasonParser(),
     ],
     patterns=["README.md", "docs/*.md"],
-    # The hand-written pages that issue 14's content pages replace (their examples predate
-    # this convention): guide.md and migration.md are removed by that branch, and
-    # daemons-and-cli.md is rewritten by it. Empty this list when merging it.
-    excludes=["docs/guide.md", "docs/migration.md", "docs/daemons-and-cli.md"],
     fixtures=["page_leak_guard"],
 ).pytest()

@@ -35,8 +35,6 @@ extensions = [
 source_suffix = {".md": "markdown"}
 root_doc = "index"
 exclude_patterns = ["_build", "_inventories"]
-# The hand-written pages that the content pages replace (issue 14): not part of the site.
-exclude_patterns += ["guide.md", "migration.md"]
 
 # -- Markdown -------------------------------------------------------------------------------
 myst_enable_extensions = ["colon_fence", "deflist", "fieldlist", "attrs_inline"]
