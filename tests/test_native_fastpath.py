@@ -11,6 +11,7 @@ runs on both clone paths where it matters.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 import platform
@@ -23,6 +24,8 @@ import pytest
 
 import tether
 import tether._native
+from tether import _spawn
+from tether._spawn import _posix_spawn
 
 pytestmark = pytest.mark.skipif(not tether._native.available, reason="native spawner not built")
 
@@ -166,3 +169,114 @@ def test_a_forked_child_does_not_share_our_cached_stacks() -> None:
     code, cached = done.stdout.split()
     assert int(code) == 7  # 3 + 4: both spawns of the forked child ran, on its own stacks
     assert int(cached) >= 1
+
+
+# --- ids: only a change of uid or gid leaves CLONE_VM ------------------------------------
+
+PR_GET_DUMPABLE = 3
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="setgroups needs CAP_SETGID")
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"extra_groups": [4, 65534]},
+        {"user": 0, "group": 0, "extra_groups": [4, 65534]},
+    ],
+    ids=["extra_groups", "same_ids"],
+)
+def test_a_child_that_keeps_our_ids_shares_memory_and_leaves_us_dumpable(
+    clone_path: str, options: dict[str, object]
+) -> None:
+    # These children keep CLONE_VM: the kernel marks an mm non-dumpable only when euid,
+    # egid, fsuid or fsgid change. Were that wrong, our own mm would be marked here.
+    done = tether.run(["id", "-G"], backend="native", capture=True, check=True, **options)  # type: ignore[arg-type]
+    assert done.stdout is not None
+    assert sorted(int(gid) for gid in done.stdout.split()) == [0, 4, 65534]
+    libc = ctypes.CDLL(None)
+    assert libc.prctl(PR_GET_DUMPABLE, 0, 0, 0, 0) == 1
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="changing ids needs root")
+def test_a_child_that_changes_ids_still_leaves_us_dumpable(clone_path: str) -> None:
+    done = tether.run(["id", "-u"], backend="native", user=65534, capture=True, check=True)
+    assert done.stdout == b"65534\n"
+    assert ctypes.CDLL(None).prctl(PR_GET_DUMPABLE, 0, 0, 0, 0) == 1
+
+
+# --- auto: never a slower backend than one the options allow -----------------------------
+
+SPEED_ORDER = ("native", "posix_spawn", "fork")
+"""Fastest first, as measured (benchmarks/bench_spawn.py, bench_heap.py): native and
+posix_spawn are vfork-style, native with no Python around the clone and no thread hop;
+fork copies the page tables. A native child that changes ids is cloned fork-style but
+still beats the fork backend, which adds Python in the child."""
+
+AUTO_CASES: list[dict[str, object]] = [
+    {},
+    {"stdout": tether.PIPE, "start_new_session": True},
+    {"process_group": 0},
+    {"cwd": "/"},
+    {"umask": 0o22},
+    {"limits": tether.Limits(core=0)},
+    {"pdeathsig": signal.SIGTERM},
+    {"no_new_privs": True},
+    {"user": os.getuid()},
+    {"group": os.getgid()},
+    {"extra_groups": [os.getgid()]},
+    {"cgroup": "/sys/fs/cgroup"},
+    {"preexec_fn": lambda: None},
+    {"restore_signals": False, "env": {"A": "1"}, "executable": "/bin/true"},
+]
+
+
+@pytest.mark.parametrize("with_native", [True, False], ids=["native_built", "no_native"])
+@pytest.mark.parametrize("options", AUTO_CASES, ids=lambda options: "+".join(options) or "plain")
+def test_auto_never_picks_a_slower_backend_than_the_options_allow(
+    options: dict[str, object], with_native: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not with_native:
+        monkeypatch.setattr(_spawn, "AUTO_ORDER", ("posix_spawn", "fork"))
+    assert tuple(name for name in SPEED_ORDER if name in _spawn.AUTO_ORDER) == _spawn.AUTO_ORDER
+    plan = _spawn.make_plan(["true"], **options)  # type: ignore[arg-type]
+    chosen = _spawn.choose_backend(plan, "auto").NAME
+    allowed = []
+    for name in _spawn.AUTO_ORDER:
+        try:
+            backend = _spawn.choose_backend(plan, name)
+        except ValueError:
+            continue
+        if backend is _posix_spawn and _posix_spawn.blocked_by_fds(plan):
+            continue
+        allowed.append(name)
+    assert allowed, "fork takes every plan"
+    assert chosen == min(allowed, key=SPEED_ORDER.index)
+
+
+# --- the plain plan: a shortcut, never a different plan ----------------------------------
+
+
+@pytest.mark.parametrize("argv", [["true"], ["/bin/true", "a b", "\udcff"], [b"/bin/sh", b"-c"]])
+def test_the_plain_plan_is_the_plan_the_full_path_makes(argv: list[str | bytes]) -> None:
+    plain = _spawn.make_plan(argv)
+    assert plain == _spawn.make_plan(argv, backend="fork")
+    assert plain == _spawn.make_plan(argv, start_new_session=False)  # the full path
+    assert plain == _spawn.make_plan(argv, restore_signals=True, pass_fds=(), env=None)
+
+
+@pytest.mark.parametrize(
+    ("argv", "error", "message"),
+    [
+        ("true", TypeError, "argv must be a sequence of arguments, not a single string"),
+        ([], ValueError, "argv must not be empty"),
+        (["tr\0ue"], ValueError, "argv contains a NUL byte"),
+        ([""], ValueError, "the program name must not be empty"),
+        ([3], TypeError, "expected str, bytes or os.PathLike object"),
+    ],
+)
+def test_the_plain_path_checks_argv_as_the_full_path_does(
+    argv: object, error: type[Exception], message: str
+) -> None:
+    for options in ({}, {"cwd": None, "umask": None, "start_new_session": False}):
+        with pytest.raises(error, match=message):
+            _spawn.make_plan(argv, **options)  # type: ignore[arg-type]

@@ -480,6 +480,8 @@ static int clone_pidfd_works = -1;
  * the *mm* non-dumpable when a task's ids change, and with CLONE_VM that mm is ours
  * (no core dumps, root-owned /proc/self, refused ptrace for the rest of our life).
  * Such a child gets a copy-on-write copy instead: fork cost, still vfork's wait.
+ * (Setting it back in the parent after the exec is not safe: see ids_change and
+ * docs/guide.md, "Backends".)
  */
 /*
  * clone3(CLONE_PIDFD | CLONE_PIDFD_AUTOKILL): the kernel SIGKILLs the child when the last
@@ -624,11 +626,43 @@ clone3_cleared(struct spawn_args *a, char *stack, int flags, int want_pidfd, int
 }
 #endif
 
+/*
+ * Whether the child's user or group ids will differ from ours (the calling thread's,
+ * which the child copies). Only then must it leave CLONE_VM: the kernel marks the mm
+ * non-dumpable when euid, egid, fsuid or fsgid change (commit_creds), and a child on
+ * our memory with ids of its own could be reached (ptrace, /proc/PID/mem) by someone
+ * who cannot reach us. Supplementary groups play no part in either, so extra_groups
+ * alone, or user/group equal to all our ids, keep CLONE_VM.
+ */
+static int
+ids_change(const struct spawn_args *a)
+{
+    if (a->uid >= 0) {
+        uid_t real, effective, saved;
+        uid_t wanted = (uid_t)a->uid;
+        if (getresuid(&real, &effective, &saved) != 0 || real != wanted ||
+            effective != wanted || saved != wanted ||
+            (uid_t)syscall(SYS_setfsuid, (uid_t)-1) != wanted) {
+            return 1; /* setfsuid(-1) changes nothing and tells the fsuid */
+        }
+    }
+    if (a->gid >= 0) {
+        gid_t real, effective, saved;
+        gid_t wanted = (gid_t)a->gid;
+        if (getresgid(&real, &effective, &saved) != 0 || real != wanted ||
+            effective != wanted || saved != wanted ||
+            (gid_t)syscall(SYS_setfsgid, (gid_t)-1) != wanted) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
 static pid_t
 clone_child(struct spawn_args *a, char *stack, int want_pidfd, int *pidfd)
 {
     char *stack_top = stack + CHILD_STACK_SIZE;
-    int changes_ids = a->set_groups || a->gid >= 0 || a->uid >= 0;
+    int changes_ids = ids_change(a);
     int flags = (changes_ids ? 0 : CLONE_VM) | CLONE_VFORK | SIGCHLD | a->clone_flags;
     pid_t pid;
     *pidfd = -1;
