@@ -35,6 +35,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <grp.h>
 #include <limits.h>
 #include <sched.h>
@@ -72,6 +73,9 @@ struct clone3_args {
     uint64_t stack_size;
     uint64_t tls;
 };
+#ifndef CLONE_CLEAR_SIGHAND
+#define CLONE_CLEAR_SIGHAND 0x100000000ULL /* Linux 5.5: handled signals start at SIG_DFL */
+#endif
 #ifndef CLONE_PIDFD_AUTOKILL
 #define CLONE_PIDFD_AUTOKILL (1ULL << 36) /* Linux 7.1: SIGKILL the child when its pidfd closes */
 #endif
@@ -148,6 +152,7 @@ struct spawn_args {
     long uid;
     int clone_flags; /* more clone flags: CLONE_NEWPID for a namespace init */
     int autokill;    /* clone3 with CLONE_PIDFD_AUTOKILL (a namespace init, Linux 7.1+) */
+    int handlers_cleared; /* cloned with CLONE_CLEAR_SIGHAND: only SIG_IGN is left to undo */
     /* written by the child, into memory the parent sees even without CLONE_VM */
     struct outcome *outcome;
 };
@@ -236,12 +241,29 @@ close_fds_except_kept(const struct spawn_args *a)
     return 0;
 }
 
+/*
+ * No parent handler may run in the child (it would run on our memory), and the child
+ * must exec with the dispositions tether promises: every handled signal at SIG_DFL
+ * (execve would do that too, but only at exec), ignored ones still ignored, except
+ * default_signals (SIGPIPE, SIGXFSZ unless restore_signals=False), which go back to
+ * SIG_DFL. Cloned with CLONE_CLEAR_SIGHAND, the kernel has reset the handled ones
+ * already (it leaves SIG_IGN alone), so only default_signals are left: a call each.
+ * Otherwise every signal is read and the handled ones reset, a call or two each.
+ */
 static int
 reset_signal_handlers(const struct spawn_args *a)
 {
     struct sigaction to_default;
     memset(&to_default, 0, sizeof to_default);
     to_default.sa_handler = SIG_DFL;
+    if (a->handlers_cleared) {
+        for (Py_ssize_t i = 0; i < a->n_default_signals; i++) {
+            if (sigaction(a->default_signals[i], &to_default, NULL) != 0) {
+                return -1;
+            }
+        }
+        return 0;
+    }
     for (int sig = 1; sig < NSIG; sig++) {
         struct sigaction current;
         if (sig == SIGKILL || sig == SIGSTOP || sigaction(sig, NULL, &current) != 0) {
@@ -351,6 +373,105 @@ fail:
     _exit(127);
 }
 
+/* --- child stacks: a small pool, reused across spawns -------------------------------
+ *
+ * mmap and munmap of a fresh stack cost ~20-30 us per spawn (the munmap shoots down
+ * TLBs on every CPU the process ran on), so stacks are kept in a few slots and handed
+ * out one per call: a slot is taken with an atomic exchange of its busy flag and given
+ * back with a release store, so concurrent spawns from any number of threads never
+ * share one, and a spawn that finds every slot busy maps a stack of its own and unmaps
+ * it after (today's cost, only under that much concurrency).
+ *
+ * The stacks are MAP_SHARED because a child cloned without CLONE_VM (one that changes
+ * its ids) runs on a copy of our memory and must still write its outcome where we can
+ * read it. That is also the hazard after fork(): a forked child of ours would share
+ * the cached stacks with us, and its spawns would run on memory our spawns use. So a
+ * forked child drops them: at fork (pthread_atfork) and, for a fork made with a raw
+ * system call that runs no at-fork handler, when a slot's owner pid is not ours.
+ */
+#define STACK_SLOTS 8
+
+struct stack_slot {
+    int busy;   /* taken with __atomic_exchange_n, given back with a release store */
+    pid_t owner; /* the process that mapped it */
+    char *stack;
+};
+
+static struct stack_slot stack_slots[STACK_SLOTS];
+
+static char *
+map_stack(void)
+{
+    char *stack = mmap(NULL, CHILD_STACK_SIZE, PROT_READ | PROT_WRITE,
+                       MAP_SHARED | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+    return stack == MAP_FAILED ? NULL : stack;
+}
+
+/* A stack for one spawn: *slot is its pool slot, or -1 for a stack of its own. */
+static char *
+take_stack(int *slot)
+{
+    pid_t self = getpid();
+    for (int i = 0; i < STACK_SLOTS; i++) {
+        struct stack_slot *s = &stack_slots[i];
+        if (__atomic_exchange_n(&s->busy, 1, __ATOMIC_ACQUIRE)) {
+            continue;
+        }
+        if (s->stack != NULL && s->owner != self) {
+            munmap(s->stack, CHILD_STACK_SIZE); /* inherited from a parent: shared with it */
+            s->stack = NULL;
+        }
+        if (s->stack == NULL) {
+            s->stack = map_stack();
+            s->owner = self;
+        }
+        if (s->stack == NULL) {
+            __atomic_store_n(&s->busy, 0, __ATOMIC_RELEASE);
+            return NULL;
+        }
+        *slot = i;
+        return s->stack;
+    }
+    *slot = -1;
+    return map_stack();
+}
+
+static void
+give_back_stack(char *stack, int slot)
+{
+    if (slot < 0) {
+        munmap(stack, CHILD_STACK_SIZE);
+        return;
+    }
+    __atomic_store_n(&stack_slots[slot].busy, 0, __ATOMIC_RELEASE);
+}
+
+/* In a forked child (one thread, no spawn in progress): drop every inherited stack. */
+static void
+drop_stacks_after_fork(void)
+{
+    for (int i = 0; i < STACK_SLOTS; i++) {
+        if (stack_slots[i].stack != NULL) {
+            munmap(stack_slots[i].stack, CHILD_STACK_SIZE);
+        }
+        stack_slots[i].stack = NULL;
+        stack_slots[i].owner = 0;
+        __atomic_store_n(&stack_slots[i].busy, 0, __ATOMIC_RELEASE);
+    }
+}
+
+/* The stacks the pool holds (mapped by this process), for the tests. */
+static PyObject *
+native_cached_stacks(PyObject *module, PyObject *unused)
+{
+    pid_t self = getpid();
+    int count = 0;
+    for (int i = 0; i < STACK_SLOTS; i++) {
+        count += stack_slots[i].stack != NULL && stack_slots[i].owner == self;
+    }
+    return PyLong_FromLong(count);
+}
+
 /* 1: CLONE_PIDFD works, 0: refused (use pidfd_open), -1: not tried yet. */
 static int clone_pidfd_works = -1;
 
@@ -359,6 +480,8 @@ static int clone_pidfd_works = -1;
  * the *mm* non-dumpable when a task's ids change, and with CLONE_VM that mm is ours
  * (no core dumps, root-owned /proc/self, refused ptrace for the rest of our life).
  * Such a child gets a copy-on-write copy instead: fork cost, still vfork's wait.
+ * (Setting it back in the parent after the exec is not safe: see ids_change and
+ * docs/guide.md, "Backends".)
  */
 /*
  * clone3(CLONE_PIDFD | CLONE_PIDFD_AUTOKILL): the kernel SIGKILLs the child when the last
@@ -422,16 +545,138 @@ probe_pidfd_autokill(void)
     return 1;
 }
 
+/*
+ * clone3 with CLONE_CLEAR_SIGHAND, the child on a stack of its own: the kernel resets
+ * every handled signal to SIG_DFL as it makes the child, which saves the child ~63
+ * rt_sigaction calls. clone3 takes a stack but, unlike glibc's clone(), nothing runs the
+ * child's function on it: the child comes back from the system call with the new stack
+ * pointer and no frame to return into. So the call is made by a small trampoline that,
+ * in the child, calls fn(arg) on the new stack and exits with its result. Written for
+ * x86_64 only; elsewhere (and where clone3 or the flag is refused: before Linux 5.5,
+ * seccomp profiles that answer ENOSYS or EPERM) the child is cloned with clone() and
+ * resets its handlers itself.
+ */
+#if defined(__x86_64__)
+#define HAVE_CLONE3_TRAMPOLINE 1
+/* (args, size, fn, arg) in rdi, rsi, rdx, rcx: the child's pid or -errno to the parent.
+ * rdx and r8 survive the system call, in the parent and, copied, in the child. */
+extern long tether_clone3(struct clone3_args *args, size_t size, int (*fn)(void *), void *arg)
+    __attribute__((visibility("hidden")));
+__asm__(".text\n"
+        ".globl tether_clone3\n"
+        ".hidden tether_clone3\n"
+        ".type tether_clone3, @function\n"
+        ".p2align 4\n"
+        "tether_clone3:\n"
+        "    movq %rcx, %r8\n"
+        "    movl $435, %eax\n" /* SYS_clone3 */
+        "    syscall\n"
+        "    testq %rax, %rax\n"
+        "    jz 1f\n"
+        "    ret\n"
+        "1:  xorl %ebp, %ebp\n" /* the child: the outermost frame of its stack */
+        "    movq %r8, %rdi\n"
+        "    callq *%rdx\n"
+        "    movl %eax, %edi\n"
+        "    movl $60, %eax\n" /* SYS_exit; child_main never comes back anyway */
+        "    syscall\n"
+        "    hlt\n"
+        ".size tether_clone3, .-tether_clone3\n");
+#endif
+
+/* 1: clone3 with CLONE_CLEAR_SIGHAND works, 0: refused or not built, -1: not tried yet. */
+#ifdef HAVE_CLONE3_TRAMPOLINE
+static int clone3_works = -1;
+#else
+static int clone3_works = 0;
+#endif
+
+#ifdef HAVE_CLONE3_TRAMPOLINE
+/* -2: fall back to clone() (clone3 refused, or no fd left for the pidfd). */
 static pid_t
-clone_child(struct spawn_args *a, char *stack_top, int want_pidfd, int *pidfd)
+clone3_cleared(struct spawn_args *a, char *stack, int flags, int want_pidfd, int *pidfd)
 {
-    int changes_ids = a->set_groups || a->gid >= 0 || a->uid >= 0;
+    struct clone3_args args;
+    memset(&args, 0, sizeof args);
+    args.flags = (uint64_t)(unsigned int)flags | CLONE_CLEAR_SIGHAND | (want_pidfd ? CLONE_PIDFD : 0);
+    args.pidfd = (uint64_t)(uintptr_t)pidfd;
+    args.exit_signal = SIGCHLD;
+    args.stack = (uint64_t)(uintptr_t)stack;
+    args.stack_size = CHILD_STACK_SIZE;
+    a->handlers_cleared = 1;
+    long pid = tether_clone3(&args, sizeof args, child_main, a);
+    if (pid >= 0) {
+        clone3_works = 1;
+        if (want_pidfd) {
+            clone_pidfd_works = 1;
+        }
+        return (pid_t)pid;
+    }
+    a->handlers_cleared = 0;
+    *pidfd = -1;
+    if (pid == -ENOSYS || pid == -EPERM || pid == -EINVAL || pid == -E2BIG) {
+        clone3_works = 0; /* no clone3, or no CLONE_CLEAR_SIGHAND: clone() from now on */
+        return -2;
+    }
+    if (pid == -EMFILE || pid == -ENFILE) {
+        return -2; /* no fd for the pidfd: clone() deals with that */
+    }
+    errno = (int)-pid;
+    return -1;
+}
+#endif
+
+/*
+ * Whether the child's user or group ids will differ from ours (the calling thread's,
+ * which the child copies). Only then must it leave CLONE_VM: the kernel marks the mm
+ * non-dumpable when euid, egid, fsuid or fsgid change (commit_creds), and a child on
+ * our memory with ids of its own could be reached (ptrace, /proc/PID/mem) by someone
+ * who cannot reach us. Supplementary groups play no part in either, so extra_groups
+ * alone, or user/group equal to all our ids, keep CLONE_VM.
+ */
+static int
+ids_change(const struct spawn_args *a)
+{
+    if (a->uid >= 0) {
+        uid_t real, effective, saved;
+        uid_t wanted = (uid_t)a->uid;
+        if (getresuid(&real, &effective, &saved) != 0 || real != wanted ||
+            effective != wanted || saved != wanted ||
+            (uid_t)syscall(SYS_setfsuid, (uid_t)-1) != wanted) {
+            return 1; /* setfsuid(-1) changes nothing and tells the fsuid */
+        }
+    }
+    if (a->gid >= 0) {
+        gid_t real, effective, saved;
+        gid_t wanted = (gid_t)a->gid;
+        if (getresgid(&real, &effective, &saved) != 0 || real != wanted ||
+            effective != wanted || saved != wanted ||
+            (gid_t)syscall(SYS_setfsgid, (gid_t)-1) != wanted) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static pid_t
+clone_child(struct spawn_args *a, char *stack, int want_pidfd, int *pidfd)
+{
+    char *stack_top = stack + CHILD_STACK_SIZE;
+    int changes_ids = ids_change(a);
     int flags = (changes_ids ? 0 : CLONE_VM) | CLONE_VFORK | SIGCHLD | a->clone_flags;
     pid_t pid;
     *pidfd = -1;
     if (a->autokill) {
         return clone3_autokill(a, pidfd);
     }
+#ifdef HAVE_CLONE3_TRAMPOLINE
+    if (clone3_works != 0 && a->clone_flags == 0) {
+        pid = clone3_cleared(a, stack, flags & ~0xff, want_pidfd, pidfd);
+        if (pid != -2) {
+            return pid;
+        }
+    }
+#endif
     if (want_pidfd && clone_pidfd_works != 0) {
         pid = clone(child_main, stack_top, flags | CLONE_PIDFD, a, pidfd);
         if (pid >= 0) {
@@ -676,9 +921,9 @@ spawn_with_flags(PyObject *args, int clone_flags, int in_child_namespace)
     }
 
     /* Shared, so that a child cloned without CLONE_VM still reports into it. */
-    char *stack = mmap(NULL, CHILD_STACK_SIZE, PROT_READ | PROT_WRITE,
-                       MAP_SHARED | MAP_ANONYMOUS | MAP_STACK, -1, 0);
-    if (stack == MAP_FAILED) {
+    int stack_slot;
+    char *stack = take_stack(&stack_slot);
+    if (stack == NULL) {
         PyErr_SetFromErrno(PyExc_OSError);
         goto done;
     }
@@ -692,7 +937,7 @@ spawn_with_flags(PyObject *args, int clone_flags, int in_child_namespace)
     Py_BEGIN_ALLOW_THREADS
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
-    pid = clone_child(&a, stack + CHILD_STACK_SIZE, want_pidfd, &pidfd);
+    pid = clone_child(&a, stack, want_pidfd, &pidfd);
     if (pid < 0) {
         clone_error = errno;
     }
@@ -708,7 +953,7 @@ spawn_with_flags(PyObject *args, int clone_flags, int in_child_namespace)
         }
     }
     Py_END_ALLOW_THREADS
-    munmap(stack, CHILD_STACK_SIZE);
+    give_back_stack(stack, stack_slot);
     if (pid < 0) {
         result = Py_BuildValue("(iiis)", 0, -1, clone_error, "fork");
     }
@@ -911,6 +1156,25 @@ native_clone_pidfd(PyObject *module, PyObject *unused)
 }
 
 static PyObject *
+native_clone3_clear_sighand(PyObject *module, PyObject *args)
+{
+    int enable = -1;
+    if (!PyArg_ParseTuple(args, "|p:clone3_clear_sighand", &enable)) {
+        return NULL;
+    }
+    int was = clone3_works;
+#ifdef HAVE_CLONE3_TRAMPOLINE
+    if (enable >= 0) {
+        clone3_works = enable ? -1 : 0; /* enabling re-probes at the next spawn */
+    }
+#endif
+    if (was < 0) {
+        Py_RETURN_NONE;
+    }
+    return PyBool_FromLong(was);
+}
+
+static PyObject *
 native_pidfd_autokill(PyObject *module, PyObject *unused)
 {
     int works = probe_pidfd_autokill();
@@ -922,6 +1186,12 @@ native_pidfd_autokill(PyObject *module, PyObject *unused)
 
 static PyMethodDef methods[] = {
     {"spawn", native_spawn, METH_VARARGS, spawn_doc},
+    {"clone3_clear_sighand", native_clone3_clear_sighand, METH_VARARGS,
+     "clone3_clear_sighand([enable]): whether children are cloned with clone3 and\n"
+     "CLONE_CLEAR_SIGHAND (None until the first spawn tried; False where refused or\n"
+     "not built). With enable, switch it off (False) or let the next spawn try (True)."},
+    {"cached_stacks", native_cached_stacks, METH_NOARGS,
+     "How many child stacks this process keeps for reuse (mapped by it, not inherited)."},
     {"dup_into", native_dup_into, METH_VARARGS,
      "dup_into(target, attribute, fd): a close-on-exec dup of fd, also stored as\n"
      "target.attribute before returning to Python."},
@@ -956,6 +1226,14 @@ static struct PyModuleDef module_def = {
 PyMODINIT_FUNC
 PyInit__spawner(void)
 {
+    static int at_fork_registered = 0;
+    if (!at_fork_registered) {
+        if (pthread_atfork(NULL, NULL, drop_stacks_after_fork) != 0) {
+            PyErr_SetString(PyExc_ImportError, "tether spawner: pthread_atfork failed");
+            return NULL;
+        }
+        at_fork_registered = 1;
+    }
     PyObject *module = PyModule_Create(&module_def);
     if (module == NULL) {
         return NULL;

@@ -91,6 +91,14 @@ def pidfd_autokill() -> bool | None:
 def clone_pidfd() -> bool | None:
     """Whether ``clone(CLONE_PIDFD)`` worked (None until the first spawn)."""
 
+def clone3_clear_sighand(enable: bool = ..., /) -> bool | None:
+    """Whether children are cloned with ``clone3(CLONE_CLEAR_SIGHAND)`` (None until the
+    first spawn tried; False where refused or not built). *enable* False switches it off,
+    True lets the next spawn try again (for the tests of both paths)."""
+
+def cached_stacks() -> int:
+    """How many child stacks this process keeps for reuse (mapped by it, not inherited)."""
+
 def fork_into(receipt: object, /) -> tuple[int, int]:
     """``os.fork()`` with a report pipe: ``receipt.report`` (its read end) and
     ``receipt.pid`` are stored before returning; ``(pid, -1)`` in the parent,

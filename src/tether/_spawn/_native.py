@@ -27,11 +27,20 @@ PID_NAMESPACES = True
 """Whether it can start a namespace init and children born under one (``kill="namespace"``)."""
 
 
+_STANDARD_FDS = (0, 1, 2)
+
+
 def spawn(plan: SpawnPlan, stdio: ChildStdio, receipt: SpawnReceipt) -> None:
     """Start the child of *plan* into *receipt* (stored in C), or raise :class:`SpawnError`."""
-    keep = sorted({0, 1, 2, *plan.kept_fds, stdio.cgroup_procs} - {-1})
-    fd_map = [fd for pair in stdio.fd_map for fd in pair]
-    limits = [value for triple in plan.limits for value in triple]
+    # What a plain spawn does not use is passed as a shared empty tuple, not rebuilt.
+    kept, cgroup_procs = plan.kept_fds, stdio.cgroup_procs
+    keep = (
+        sorted({0, 1, 2, *kept, cgroup_procs} - {-1})
+        if kept or cgroup_procs >= 0
+        else _STANDARD_FDS
+    )
+    fd_map = [fd for pair in stdio.fd_map for fd in pair] if stdio.fd_map else ()
+    limits = [value for triple in plan.limits for value in triple] if plan.limits else ()
     envp = None if plan.env is None else [key + b"=" + value for key, value in plan.env.items()]
     args = (
         plan.program,
@@ -40,7 +49,7 @@ def spawn(plan: SpawnPlan, stdio: ChildStdio, receipt: SpawnReceipt) -> None:
         plan.cwd,
         fd_map,
         keep,
-        [fd for fd in plan.pass_fds if fd > 2],
+        [fd for fd in plan.pass_fds if fd > 2] if plan.pass_fds else (),
         plan.default_signals,
         limits,
         plan.groups,

@@ -17,6 +17,7 @@ import pwd
 import signal
 import stat
 import subprocess
+import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import IO, Any, TypeAlias, TypedDict
@@ -34,6 +35,8 @@ _RESTORED_SIGNALS = (int(signal.SIGPIPE), int(signal.SIGXFSZ))
 _MAX_FD = 2**31 - 1  # an fd is a C int
 _MAX_PID = 2**22  # PID_MAX_LIMIT on 64-bit Linux
 _NO_ID = 2**32 - 1  # (uid_t)-1 means "unchanged" to the kernel
+_FS_ENCODING = sys.getfilesystemencoding()  # what os.fsencode uses, fixed at startup
+_FS_ERRORS = sys.getfilesystemencodeerrors()
 
 StrOrBytesPath: TypeAlias = "str | bytes | os.PathLike[str] | os.PathLike[bytes]"
 StdioOption: TypeAlias = "int | IO[Any] | None"
@@ -231,6 +234,19 @@ class SpawnPlan:
 
     def needs(self) -> list[str]:
         """The options in use that only some backends can honour, in :data:`SETUP_OPTIONS` order."""
+        if (
+            self.cwd is None
+            and self.umask is None
+            and self.preexec_fn is None
+            and not self.limits
+            and not self.pdeathsig
+            and not self.no_new_privs
+            and self.uid is None
+            and self.gid is None
+            and self.groups is None
+            and self.cgroup is None
+        ):
+            return []
         used = {
             "cwd": self.cwd is not None,
             "umask": self.umask is not None,
@@ -247,15 +263,18 @@ class SpawnPlan:
 
 
 def make_plan(argv: Iterable[StrOrBytesPath], **options: Unpack[SpawnOptions]) -> SpawnPlan:
-    """Validate and encode the options of a spawn; raise before anything is created."""
-    unknown = options.keys() - _OPTION_NAMES
-    if unknown:
+    """Validate and encode the options of a spawn; raise before anything is created.
+
+    Every exec and exit evicts the interpreter's caches, so the code a plain spawn runs
+    is kept short: argv is checked, encoded and decoded in one pass, and a spawn with no
+    option but ``backend`` takes a path that skips the defaults.
+    """
+    if options and not _OPTION_NAMES.issuperset(options):
+        unknown = options.keys() - _OPTION_NAMES
         raise TypeError(f"unknown spawn option(s): {', '.join(sorted(unknown))}")
-    if isinstance(argv, (str, bytes)):
-        raise TypeError("argv must be a sequence of arguments, not a single string")
-    encoded_argv = tuple(_encode(arg, "argv") for arg in argv)
-    if not encoded_argv:
-        raise ValueError("argv must not be empty")
+    args, encoded_argv = _encode_argv(argv)
+    if not options or (len(options) == 1 and "backend" in options):
+        return _plain_plan(args, encoded_argv)
     env = options.get("env")
     cwd = options.get("cwd")
     executable = options.get("executable")
@@ -264,7 +283,6 @@ def make_plan(argv: Iterable[StrOrBytesPath], **options: Unpack[SpawnOptions]) -
     named = encoded_argv[0] if executable is None else _encode(executable, "executable")
     if not named:
         raise ValueError("the program name must not be empty")
-    args = tuple(os.fsdecode(arg) for arg in encoded_argv)
     start_new_session = bool(options.get("start_new_session", False))
     process_group = options.get("process_group")
     if start_new_session and process_group is not None:
@@ -302,7 +320,11 @@ def make_plan(argv: Iterable[StrOrBytesPath], **options: Unpack[SpawnOptions]) -
     uid = _credential(options.get("user"), "user")
     gid = _credential(options.get("group"), "group")
     groups = None if extra_groups is None else tuple(_group_ids(extra_groups))
-    program = resolve_program(named, _search_path(encoded_env), encoded_cwd, args)
+    program = (
+        named
+        if b"/" in named
+        else resolve_program(named, _search_path(encoded_env), encoded_cwd, args)
+    )
     return SpawnPlan(
         args=args,
         argv=encoded_argv,
@@ -327,6 +349,50 @@ def make_plan(argv: Iterable[StrOrBytesPath], **options: Unpack[SpawnOptions]) -
         groups=groups,
         cgroup=None if cgroup is None else _encode(cgroup, "cgroup"),
     )
+
+
+def _plain_plan(args: tuple[str, ...], argv: tuple[bytes, ...]) -> SpawnPlan:
+    """The plan of a spawn with every option at its default (``backend`` aside)."""
+    named = argv[0]
+    if not named:
+        raise ValueError("the program name must not be empty")
+    program = named if b"/" in named else resolve_program(named, _search_path(None), None, args)
+    # positional, in field order: args .. restore_signals; the rest keep their defaults
+    return SpawnPlan(
+        args,
+        argv,
+        program,
+        args[0],
+        None,
+        None,
+        None,
+        None,
+        None,
+        (),
+        False,
+        None,
+        None,
+        None,
+        True,
+    )
+
+
+def _encode_argv(argv: Iterable[StrOrBytesPath]) -> tuple[tuple[str, ...], tuple[bytes, ...]]:
+    """argv as text (for messages and ``Process.args``) and as the kernel's bytes, in one
+    pass: each argument encoded as ``os.fsencode`` does, checked, decoded back."""
+    if isinstance(argv, (str, bytes)):
+        raise TypeError("argv must be a sequence of arguments, not a single string")
+    texts: list[str] = []
+    encoded: list[bytes] = []
+    for arg in argv:
+        data = arg.encode(_FS_ENCODING, _FS_ERRORS) if type(arg) is str else os.fsencode(arg)
+        if b"\0" in data:
+            raise ValueError(f"argv contains a NUL byte: {arg!r}")
+        encoded.append(data)
+        texts.append(data.decode(_FS_ENCODING, _FS_ERRORS))
+    if not encoded:
+        raise ValueError("argv must not be empty")
+    return tuple(texts), tuple(encoded)
 
 
 def _limits(limits: Limits | None) -> tuple[tuple[int, int, int], ...]:

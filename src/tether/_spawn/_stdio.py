@@ -61,6 +61,14 @@ def prepare_stdio(plan: SpawnPlan, stdio: ChildStdio) -> None:
 
 
 def _fill(stdio: ChildStdio, plan: SpawnPlan) -> None:
+    if (
+        plan.stdin is None
+        and plan.stdout is None
+        and plan.stderr is None
+        and plan.cgroup is None
+        and not plan.extra_fds
+    ):
+        return  # the child inherits our standard streams: nothing to make
     if plan.cgroup is not None:
         stdio.cgroup_procs = _open_cgroup_procs(plan)
         stdio.child_only.append(stdio.cgroup_procs)
