@@ -15,8 +15,8 @@ from typing import BinaryIO
 
 import pytest
 
-from tether._linux._procfs import ProcStat, parse_stat, read_stat
-from tether._supervise import _subreaper, _tree
+from tether._linux._procfs import ProcStat, live_group_members, parse_stat, read_stat
+from tether._supervise import _subreaper
 
 # Names a parser that stops at the first ")" or splits on spaces gets wrong; the second
 # one reads as a zombie whose parent and group are init.
@@ -104,7 +104,7 @@ def test_a_live_child_with_a_hostile_name(named_shell: tuple[int, str, BinaryIO]
     assert stat.state in ("R", "S")
     assert (stat.ppid, stat.pgid) == (os.getpid(), pid)
     assert _subreaper._parent_and_group(pid) == (os.getpid(), pid)
-    assert _tree._live_member(pid)
+    assert live_group_members((pid,))
 
 
 def test_a_zombie_with_a_hostile_name_is_no_live_member(
@@ -114,4 +114,4 @@ def test_a_zombie_with_a_hostile_name_is_no_live_member(
     stdin.close()  # the shell's read ends, and so does the shell
     os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)  # exited, not reaped
     assert read_stat(pid) == ProcStat(name, "Z", os.getpid(), pid)
-    assert not _tree._live_member(pid)
+    assert not live_group_members((pid,))
