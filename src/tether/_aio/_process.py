@@ -149,29 +149,37 @@ class AsyncProcess:
         wait leaves the child running and reapable. Use ``anyio.fail_after`` or
         ``anyio.move_on_after`` for a timeout.
         """
-        status = self._process.poll()
+        process = self._process
+        status = process.status
         if status is not None:
             await anyio.lowlevel.checkpoint()
             return status
+        # No poll() first: a child that has exited already makes its fd readable at once.
         while status is None:
             if self._watching:  # another task watches the fd; take over if it gives up
                 watch = self._watch
                 if watch is None:
                     watch = self._watch = anyio.Event()
                 await watch.wait()
+                status = process.poll()
             else:
-                await self._watch_exit_fd()
-            status = self._process.poll()
+                status = await self._watch_exit_fd(process)
         return status
 
-    async def _watch_exit_fd(self) -> None:
+    async def _watch_exit_fd(self, process: Process) -> Status | None:
+        # The lease's with-block spelled out, its give-back joined to the reap (one lock).
         self._watching = True
         try:
-            with ExitFdLease(self._process) as lease:
-                fd = lease.acquire()
-                if fd is None:  # reaped (or found lost) meanwhile
-                    return
+            lease = ExitFdLease(process)
+            try:
+                fd = process._borrow_exit_fd(lease)
+                if fd is None:  # reaped, lost or detached: poll() tells which
+                    return process.poll()
                 await wait_readable(fd)
+                return process._reap_returning(lease)
+            finally:
+                if lease.fd is not None:
+                    process._return_exit_fd(lease)
         finally:
             self._watching = False
             watch, self._watch = self._watch, None
