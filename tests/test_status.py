@@ -20,7 +20,7 @@ from types import TracebackType
 import pytest
 
 from tether import Continued, Exited, Rusage, Signaled, Status, Stopped, decode_status
-from tether._status import decode_waitid, signal_name
+from tether._status import decode_waitid, rusage_of, signal_name
 
 _LIBC = ctypes.CDLL(None, use_errno=True)
 _PR_SET_DUMPABLE = 4
@@ -260,6 +260,37 @@ def test_decode_waitid(si_code: int, si_status: int, expected: Status) -> None:
     status = decode_waitid(si_code, si_status)
     assert status == expected
     assert type(status) is type(expected)
+
+
+@pytest.mark.parametrize(
+    ("si_code", "si_status", "expected"),
+    [
+        (os.CLD_EXITED, 7, Exited(7)),
+        (os.CLD_KILLED, signal.SIGKILL, Signaled(signal.SIGKILL)),
+        (os.CLD_DUMPED, signal.SIGABRT, Signaled(signal.SIGABRT, core_dumped=True)),
+        (os.CLD_KILLED, int(signal.SIGRTMIN) + 1, Signaled(int(signal.SIGRTMIN) + 1)),
+        (os.CLD_STOPPED, signal.SIGTSTP, Stopped(signal.SIGTSTP)),
+        (os.CLD_CONTINUED, signal.SIGCONT, Continued()),
+    ],
+)
+def test_decode_waitid_with_rusage_matches_the_constructors(
+    si_code: int, si_status: int, expected: Status
+) -> None:
+    """The fast builds (no dataclass ``__init__``) give the values the constructors give."""
+    usage = rusage_of(0.25, 0.5, 4096)
+    assert usage == Rusage(0.25, 0.5, 4096)
+    assert hash(usage) == hash(Rusage(0.25, 0.5, 4096))
+    status = decode_waitid(si_code, si_status, usage)
+    assert status == expected
+    assert type(status) is type(expected)
+    assert hash(status) == hash(expected)
+    assert repr(status) == repr(expected.with_rusage(usage))
+    assert status.rusage is usage
+    assert status.signal == expected.signal
+    assert type(status.signal) is type(expected.signal)  # a Signals member when one exists
+    assert status.core_dumped == expected.core_dumped
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        status.rusage = None  # type: ignore[misc]
 
 
 @pytest.mark.parametrize("si_code", [0, -1, 7, 0x10000])

@@ -35,11 +35,18 @@ __all__ = [
     "Stopped",
     "decode_status",
     "decode_waitid",
+    "rusage_of",
 ]
 
 _NSIG: Final = signal.NSIG
 _SIGRTMIN: Final = int(signal.SIGRTMIN)
 _SIGRTMAX: Final = int(signal.SIGRTMAX)
+_CLD_EXITED: Final = os.CLD_EXITED
+_CLD_KILLED: Final = os.CLD_KILLED
+_CLD_DUMPED: Final = os.CLD_DUMPED
+_CLD_STOPPED: Final = os.CLD_STOPPED
+_CLD_TRAPPED: Final = os.CLD_TRAPPED
+_CLD_CONTINUED: Final = os.CLD_CONTINUED
 # Iterating an enum skips aliases, so each number maps to its canonical name (SIGABRT, not SIGIOT).
 _SIGNALS: Final[dict[int, Signals]] = {member.value: member for member in Signals}
 
@@ -283,24 +290,59 @@ def decode_status(raw_wait_status: int) -> Status:
     raise ValueError(f"invalid wait status {raw:#06x}")
 
 
-def decode_waitid(si_code: int, si_status: int) -> Status:
+def decode_waitid(si_code: int, si_status: int, rusage: Rusage | None = None) -> Status:
     """Decode the ``si_code`` and ``si_status`` of a ``waitid(2)`` result.
 
     ``CLD_EXITED`` gives :class:`Exited`, ``CLD_KILLED`` and ``CLD_DUMPED`` give
     :class:`Signaled`, ``CLD_STOPPED`` and ``CLD_TRAPPED`` give :class:`Stopped` and
     ``CLD_CONTINUED`` gives :class:`Continued` (its ``si_status``, always ``SIGCONT``, is ignored).
-    Raises :exc:`ValueError` for any other ``si_code`` or an out-of-range ``si_status``.
+    The status carries *rusage*. Raises :exc:`ValueError` for any other ``si_code`` or an
+    out-of-range ``si_status``.
     """
-    if si_code == os.CLD_EXITED:
-        return Exited(si_status)
-    if si_code == os.CLD_KILLED:
-        return Signaled(si_status)
-    if si_code == os.CLD_DUMPED:
-        return Signaled(si_status, core_dumped=True)
-    if si_code == os.CLD_STOPPED:
-        return Stopped(si_status)
-    if si_code == os.CLD_TRAPPED:
-        return Stopped(si_status, trapped=True)
-    if si_code == os.CLD_CONTINUED:
-        return Continued()
+    # Every reap ends here, just after the child's exit evicted the caches: the common
+    # results are built without the dataclass machinery (the values are the ones
+    # __init__ would store), anything unusual takes the validating constructors.
+    if si_code == _CLD_EXITED:
+        if 0 <= si_status <= 255:
+            status: Status = _new(Exited)
+            _set_exit_code(status, si_status)
+            _set_rusage(status, rusage)
+            return status
+        return Exited(si_status, rusage=rusage)
+    if si_code in (_CLD_KILLED, _CLD_DUMPED):
+        member = _SIGNALS.get(si_status)
+        if member is None:
+            return Signaled(si_status, si_code == _CLD_DUMPED, rusage=rusage)
+        status = _new(Signaled)
+        _set_signal(status, member)
+        _set_core_dumped(status, si_code == _CLD_DUMPED)
+        _set_rusage(status, rusage)
+        return status
+    if si_code == _CLD_STOPPED:
+        return Stopped(si_status, rusage=rusage)
+    if si_code == _CLD_TRAPPED:
+        return Stopped(si_status, True, rusage=rusage)
+    if si_code == _CLD_CONTINUED:
+        return Continued(rusage=rusage)
     raise ValueError(f"unknown waitid si_code {si_code!r}")
+
+
+def rusage_of(user_time: float, system_time: float, max_rss: int) -> Rusage:
+    """``Rusage(user_time, system_time, max_rss)`` without the dataclass ``__init__``, for
+    the values a reap just measured (seconds, seconds, bytes)."""
+    usage: Rusage = _new(Rusage)
+    _set_user_time(usage, user_time)
+    _set_system_time(usage, system_time)
+    _set_max_rss(usage, max_rss)
+    return usage
+
+
+# The slots' own descriptors store past the frozen __setattr__, as dataclass __init__ does.
+_new = object.__new__
+_set_rusage = Status.__dict__["rusage"].__set__
+_set_exit_code = Exited.__dict__["exit_code"].__set__
+_set_signal = Signaled.__dict__["signal"].__set__
+_set_core_dumped = Signaled.__dict__["core_dumped"].__set__
+_set_user_time = Rusage.__dict__["user_time"].__set__
+_set_system_time = Rusage.__dict__["system_time"].__set__
+_set_max_rss = Rusage.__dict__["max_rss"].__set__

@@ -3,11 +3,13 @@
 The async handle is a thin coat over the synchronous :class:`tether.Process`: the
 spawn is the same (it has no await point), and so are the reap, the signals and the
 cached status. Only the waiting differs. A waiting task borrows the fd that turns
-readable when the child exits (its pidfd) and awaits it with
-``anyio.wait_readable``, so asyncio and trio both work without a child watcher, a
-SIGCHLD handler or a thread. An event loop lets only one task wait on a given fd,
-so when several tasks wait for the same child one of them watches the fd and the
-others wait for it to finish; if the watcher is cancelled, another takes over.
+readable when the child exits (its pidfd) and awaits it on the loop itself
+(``_readable``: ``add_reader`` on asyncio, ``trio.lowlevel.wait_readable`` on trio,
+anyio's for anything else), so asyncio and trio both work without a child watcher, a
+SIGCHLD handler or a thread. trio lets only one task wait on a given fd, so when
+several tasks wait for the same child one of them watches the fd and the others wait
+for it to finish (an ``anyio.Event``, made only when a second task comes); if the
+watcher is cancelled, another takes over.
 Without pidfds the borrowed fd is a pipe fed by a watcher thread (see
 ``_linux._exit_notifier``), one per waited child.
 
@@ -52,6 +54,7 @@ from .._spawn import SpawnOptions, StrOrBytesPath
 from .._status import Status
 from ..limits import Limits
 from ._groups import ungrouped
+from ._readable import wait_readable
 from ._streams import PipeEnd, PipeReceiveStream, PipeSendStream, take_raw
 
 __all__ = ["AsyncProcess", "open_process", "run_process"]
@@ -82,7 +85,8 @@ class AsyncProcess:
 
     _process: Process
     _pipes: tuple[PipeEnd, ...]
-    _watch: anyio.Event | None
+    _watching: bool  # a task is awaiting the exit fd
+    _watch: anyio.Event | None  # set when that task stops; made by the first task to wait on it
 
     def __init__(self) -> None:
         raise TypeError("AsyncProcess handles are created by tether.open_process()")
@@ -91,6 +95,7 @@ class AsyncProcess:
     def _wrap(cls, process: Process) -> AsyncProcess:
         self = object.__new__(cls)
         self._process = process
+        self._watching = False
         self._watch = None
         stdin, stdout, stderr = (
             take_raw(p) for p in (process.stdin, process.stdout, process.stderr)
@@ -150,30 +155,42 @@ class AsyncProcess:
         wait leaves the child running and reapable. Use ``anyio.fail_after`` or
         ``anyio.move_on_after`` for a timeout.
         """
-        status = self._process.poll()
+        process = self._process
+        status = process.status
         if status is not None:
             await anyio.lowlevel.checkpoint()
             return status
+        # No poll() first: a child that has exited already makes its fd readable at once.
         while status is None:
-            watch = self._watch
-            if watch is not None:
-                await watch.wait()  # another task watches the fd; take over if it gives up
+            if self._watching:  # another task watches the fd; take over if it gives up
+                watch = self._watch
+                if watch is None:
+                    watch = self._watch = anyio.Event()
+                await watch.wait()
+                status = process.poll()
             else:
-                await self._watch_exit_fd()
-            status = self._process.poll()
+                status = await self._watch_exit_fd(process)
         return status
 
-    async def _watch_exit_fd(self) -> None:
-        watch = self._watch = anyio.Event()
+    async def _watch_exit_fd(self, process: Process) -> Status | None:
+        # The lease's with-block spelled out, its give-back joined to the reap (one lock).
+        self._watching = True
         try:
-            with ExitFdLease(self._process) as lease:
-                fd = lease.acquire()
-                if fd is None:  # reaped (or found lost) meanwhile
-                    return
-                await anyio.wait_readable(fd)
+            lease = ExitFdLease(process)
+            try:
+                fd = process._borrow_exit_fd(lease)
+                if fd is None:  # reaped, lost or detached: poll() tells which
+                    return process.poll()
+                await wait_readable(fd)
+                return process._reap_returning(lease)
+            finally:
+                if lease.fd is not None:
+                    process._return_exit_fd(lease)
         finally:
-            self._watch = None
-            watch.set()
+            self._watching = False
+            watch, self._watch = self._watch, None
+            if watch is not None:
+                watch.set()
 
     async def ready(self) -> None:
         """Wait until the child says it is ready; only for ``AsyncSupervisor.start(ready=...)``.

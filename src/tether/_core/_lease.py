@@ -48,6 +48,9 @@ class Leasable(Protocol):
     def _return_exit_fd(self, lease: ExitFdLease, /) -> None:
         """Uncount *lease* if it holds the fd, and clear ``lease.fd``, in one locked step."""
 
+    def _reap_returning(self, lease: ExitFdLease, /) -> Status | None:
+        """Give *lease* back (as ``_return_exit_fd``) and reap the child, in one locked step."""
+
 
 @final
 class ExitFdLease:
@@ -77,7 +80,10 @@ class ExitFdLease:
 
     def release(self) -> None:
         """Give the fd back; idempotent."""
-        self._handle._return_exit_fd(self)
+        # Only this lease's holder sets fd (under the handle's lock, with the count), so
+        # None here means nothing is counted and the lock need not be taken.
+        if self.fd is not None:
+            self._handle._return_exit_fd(self)
 
     def __enter__(self) -> ExitFdLease:
         return self
@@ -93,17 +99,23 @@ def wait_for_exit(handle: Leasable, timeout: float | None) -> Status | None:
     waits (stop, shutdown, run) do not use ``TimeoutExpired`` for control flow. Raises
     :class:`tether.StatusUnknownError` like ``wait``.
     """
-    deadline = deadline_after(timeout)
+    # The lease's with-block spelled out (the fewer calls after a child's exit, the
+    # sooner its waiter returns): taken inside the try, given back in its finally.
+    deadline = None if timeout is None else deadline_after(timeout)
     while True:
-        with ExitFdLease(handle) as lease:
-            fd = lease.acquire()
+        lease = ExitFdLease(handle)
+        try:
+            fd = handle._borrow_exit_fd(lease)
             if fd is None:  # reaped (or found lost) already
                 break
-            ready = _pidfd.wait_readable(fd, remaining(deadline))
-        if not ready:
-            return None
-        if handle.poll() is not None:
-            break
+            if not _pidfd.wait_readable(fd, None if deadline is None else remaining(deadline)):
+                return None
+            status = handle._reap_returning(lease)  # gives the lease back as it reaps
+            if status is not None:
+                return status
+        finally:
+            if lease.fd is not None:
+                handle._return_exit_fd(lease)
     status = handle.poll()
     if status is None:  # pragma: no cover - poll() raises when the status is lost
         raise StatusUnknownError(handle.pid, handle.args)

@@ -47,8 +47,11 @@ from . import _exit_policy as _exit_policy  # registers the interpreter-exit pol
 from . import _registry
 from ._lease import ExitFdLease, wait_for_exit
 from ._pipes import close_pipes, open_pipe
+from ._reap import reap_pidfd
 from ._reaper import REAPER
 from ._stop_signal import check_stop_signal, send_stop_signal
+
+_SIGKILL = signal.SIGKILL
 
 DEFAULT_GRACE = 5.0
 """Seconds :meth:`Process.stop` waits after the stop signal before it sends SIGKILL."""
@@ -240,15 +243,18 @@ class Process:
         :raises OSError: an invalid signal number (``EINVAL``).
         :raises RuntimeError: the child was detached.
         """
-        self._check_owner()  # before the lock: a forked child may have inherited it held
+        if self._owner != os.getpid():  # before the lock: a forked child may hold it
+            self._check_owner()
         with self._lock:
-            self._check_attached()
+            if self._detached:
+                self._check_attached()
             if self._status is not None or self._lost or not self._started:
                 return
+            pidfd = self._pidfd
             if group:
-                _pidfd.signal_group(self.pid, self._pidfd, sig)
-            elif self._pidfd is not None:
-                _pidfd.signal_pidfd(self._pidfd, sig)
+                _pidfd.signal_group(self.pid, pidfd, sig)
+            elif pidfd is not None:
+                _pidfd.signal_pidfd(pidfd, sig)
             else:
                 _pidfd.signal_pid(self.pid, sig)
 
@@ -296,7 +302,7 @@ class Process:
 
     def kill(self) -> None:
         """Send SIGKILL; a no-op once the child has been reaped."""
-        self.send_signal(signal.SIGKILL)
+        self.send_signal(_SIGKILL)
 
     def stop(self, grace: float = DEFAULT_GRACE, sig: int = signal.SIGTERM) -> Status:
         """Stop the child and reap it: *sig*, up to *grace* seconds, then SIGKILL.
@@ -414,14 +420,15 @@ class Process:
     def _reap_locked(self) -> Status | None:
         if self._status is not None:
             return self._status
-        self._check_attached()
+        if self._detached:
+            self._check_attached()
         if self._lost:
             raise StatusUnknownError(self.pid, self.args)
         if not self._started:  # pid 0 would name every child of ours
             raise RuntimeError("the child of this handle was never started")
         try:
             if self._pidfd is not None:
-                status = _pidfd.reap_pidfd(self._pidfd, self.pid)
+                status = reap_pidfd(self._pidfd, self.pid)
             else:
                 status = _pidfd.reap_pid(self.pid)
         except ChildProcessError:
@@ -454,6 +461,19 @@ class Process:
             fd = self._exit_fd
             self._borrowers, lease.fd = self._borrowers + 1, fd  # counted and recorded at once
             return fd
+
+    def _reap_returning(self, lease: ExitFdLease) -> Status | None:
+        # The lease given back and the child reaped in one locked step (the waiter's
+        # fd is readable: the child has most likely exited).
+        with self._lock:
+            if lease.fd is not None:
+                self._borrowers, lease.fd = self._borrowers - 1, None
+            if self._status is None and not self._lost:
+                return self._reap_locked()  # closes the fds if it reaps and no one borrows
+            self._release_locked(child_reaped=True)
+            if self._lost:
+                raise StatusUnknownError(self.pid, self.args)
+            return self._status
 
     def _return_exit_fd(self, lease: ExitFdLease) -> None:
         with self._lock:

@@ -191,6 +191,8 @@ def wait_readable(fd: int, timeout: float | None) -> bool:
     """
     poller = select.poll()
     poller.register(fd, select.POLLIN)
+    if timeout is None:  # poll(-1) never returns empty; EINTR is retried (PEP 475)
+        return bool(poller.poll())
     deadline = deadline_after(timeout)
     while True:
         left = remaining(deadline)
@@ -296,11 +298,12 @@ def _reap_pidfd(pidfd: int) -> Status | None:
             raise OSError(err, os.strerror(err))
     if info.si_pid == 0:
         return None
-    status = decode_waitid(info.si_code, info.si_status)
-    return status.with_rusage(
+    return decode_waitid(
+        info.si_code,
+        info.si_status,
         Rusage.from_values(
             usage.utime.sec, usage.utime.usec, usage.stime.sec, usage.stime.usec, usage.maxrss
-        )
+        ),
     )
 
 

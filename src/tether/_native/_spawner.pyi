@@ -109,3 +109,8 @@ def pidfd_open_into(receipt: object, pid: int, /) -> int:
 
 def dup_into(target: object, attribute: str, fd: int, /) -> int:
     """A close-on-exec dup of *fd*, also stored as ``target.attribute`` before returning."""
+
+def reap_pidfd(pidfd: int, /) -> tuple[int, int, float, float, int] | None:
+    """``waitid(P_PIDFD, pidfd, WEXITED | WNOHANG)`` with its rusage, as one system call:
+    None while the child runs, else ``(si_code, si_status, user seconds, system seconds,
+    max RSS in bytes)``. Raises ``ChildProcessError`` once someone else reaped it."""

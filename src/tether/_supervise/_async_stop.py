@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 
 import anyio
 
+from .._aio._readable import wait_readable
 from .._core._lease import ExitFdLease
 from .._core._process import Process
 from .._errors import StatusUnknownError
@@ -106,4 +107,4 @@ async def _reaped(process: Process) -> None:
                 fd = lease.acquire()
                 if fd is None:
                     return
-                await anyio.wait_readable(fd)
+                await wait_readable(fd)  # shares the reader with AsyncProcess.wait

@@ -1,0 +1,93 @@
+"""Awaiting a child's exit fd on the running event loop, the short way.
+
+An async reap is only as quick as the wake-up that precedes it, and ``anyio.wait_readable``
+takes a long way round on every call (a backend lookup, a run-scoped registry, its own
+callback and checkpoint): measured at 13 to 33 microseconds more than registering the fd
+with the loop directly. :func:`wait_readable` goes direct on the two loops it knows,
+``loop.add_reader`` on asyncio and ``trio.lowlevel.wait_readable`` on trio, and falls back
+to anyio's for any other.
+
+The hazards are the loop's, and each has its answer here:
+
+* asyncio keeps one reader per fd, and a second ``add_reader`` silently replaces the first,
+  whose waiter would then hang. Waiters of one fd on one loop therefore share one reader:
+  it wakes every waiter's own future, and the last waiter to leave removes it. A cancelled
+  waiter only drops its future (so two tasks may await the same fd, and cancelling one
+  leaves the other waiting).
+* A reader must be removed before its fd is closed (the selector would keep a stale
+  registration, or watch the fd number's next owner). The reader is removed in the
+  ``finally`` of the last waiter, before the caller gives its borrowed fd back.
+* trio refuses a second waiter on one fd: ``anyio.BusyResourceError``, exactly as through
+  anyio; callers share one watcher per child (``AsyncProcess.wait``) for that reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from asyncio import AbstractEventLoop, Future
+
+import anyio
+
+__all__ = ["wait_readable"]
+
+_running_loop = asyncio._get_running_loop
+_readers: dict[tuple[AbstractEventLoop, int], list[Future[None]]] = {}
+"""The waiters of each (loop, fd) that has a reader; an entry lives while it has waiters."""
+
+
+async def wait_readable(fd: int) -> None:
+    """Wait until *fd* is readable, on asyncio, trio or (through anyio) any other loop.
+
+    The caller keeps *fd* open until this returns or raises (a borrowed exit fd does).
+    Cancellation leaves nothing registered.
+    """
+    loop = _running_loop()
+    if loop is not None:
+        await _on_asyncio(loop, fd)
+        return
+    trio = sys.modules.get("trio")
+    if trio is not None:
+        try:
+            trio.lowlevel.current_task()
+        except RuntimeError:  # trio is imported, but this is not a trio run
+            pass
+        else:
+            try:
+                await trio.lowlevel.wait_readable(fd)
+            except trio.BusyResourceError:  # raised as anyio's wait would raise it
+                raise anyio.BusyResourceError("reading from") from None
+            return
+    await anyio.wait_readable(fd)
+
+
+def _wake(waiters: list[Future[None]]) -> None:
+    for future in waiters:
+        if not future.done():
+            future.set_result(None)
+
+
+async def _on_asyncio(loop: AbstractEventLoop, fd: int) -> None:
+    key = (loop, fd)
+    future = loop.create_future()
+    waiters: list[Future[None]] | None = None
+    try:
+        waiters = _readers.get(key)
+        if waiters is None:
+            waiters = _readers[key] = [future]
+            try:
+                loop.add_reader(fd, _wake, waiters)
+            except NotImplementedError:  # a loop without readers: anyio knows what to do
+                future.cancel()
+                await anyio.wait_readable(fd)
+                return
+        else:
+            waiters.append(future)
+        await future
+    finally:
+        if waiters is not None:
+            if future in waiters:
+                waiters.remove(future)
+            if not waiters and _readers.get(key) is waiters:
+                del _readers[key]
+                loop.remove_reader(fd)

@@ -1,0 +1,37 @@
+"""The reap of a child through its pidfd, in one C call when the extension offers it.
+
+Reaping is the last step of every wait, and each microsecond spent there is one the
+caller waits after its child is already dead: ``waitid(P_PIDFD)`` through ctypes builds
+argument objects and two C structures on every call, then the status is decoded in
+Python. The native extension (``_native/_spawner.c``) makes the same system call, rusage
+included, and hands back one tuple. It is used only once the kernel has accepted
+``P_PIDFD`` (``KERNEL.waitid_pidfd``), so Linux 5.3's EINVAL and its pid-based fallback
+stay in ``_linux._pidfd``, which is also the whole path when the extension is missing or
+older than this module. Either way the reap names the child by its pidfd, never by a pid.
+"""
+
+from __future__ import annotations
+
+from .._linux import _pidfd
+from .._linux._probes import KERNEL
+from .._native import available, spawner
+from .._status import Status, decode_waitid, rusage_of
+
+__all__ = ["reap_pidfd"]
+
+_native_reap = getattr(spawner, "reap_pidfd", None) if available else None
+
+
+def reap_pidfd(pidfd: int, pid: int) -> Status | None:
+    """Reap the exited child *pid* behind *pidfd* without blocking; None while it runs.
+
+    Raises ``ChildProcessError`` when someone else reaped it (see
+    ``_pidfd.recover_exit_status``), like :func:`tether._linux._pidfd.reap_pidfd`.
+    """
+    if _native_reap is None or KERNEL.waitid_pidfd is not True:
+        return _pidfd.reap_pidfd(pidfd, pid)
+    result = _native_reap(pidfd)
+    if result is None:
+        return None
+    si_code, si_status, user_time, system_time, max_rss = result
+    return decode_waitid(si_code, si_status, rusage_of(user_time, system_time, max_rss))

@@ -1,0 +1,165 @@
+"""The reap through a pidfd: the native call, its Python fallback, and the wait built on them.
+
+``_core._reap`` reaps with the C extension's one-call ``waitid`` once the kernel has
+accepted ``P_PIDFD``, and with ``_linux._pidfd`` otherwise; both must give the same
+status, never reap a running child, and report a foreign reap the same way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import signal
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+import tether
+from tether._core import _reap
+from tether._linux import _pidfd
+from tether._linux._probes import KERNEL
+from tether._native import available, spawner
+
+needs_native = pytest.mark.skipif(not available, reason="the C extension was not built")
+
+
+@pytest.fixture
+def child() -> Iterator[tuple[int, int]]:
+    """A raw sleeping child with its pidfd; killed and reaped afterwards if need be."""
+    pid = os.posix_spawn("/bin/sh", ["sh", "-c", "exec sleep 60"], os.environ)
+    pidfd = os.pidfd_open(pid)
+    try:
+        yield pid, pidfd
+    finally:
+        if _pidfd.signal_pidfd(pidfd, signal.SIGKILL):
+            with contextlib.suppress(ChildProcessError):  # the test may have reaped it
+                os.waitpid(pid, 0)
+        os.close(pidfd)
+
+
+@needs_native
+def test_native_reap_leaves_a_running_child(child: tuple[int, int]) -> None:
+    pid, pidfd = child
+    assert spawner.reap_pidfd(pidfd) is None
+    assert os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None
+
+
+@needs_native
+def test_native_reap_returns_the_status_and_rusage(child: tuple[int, int]) -> None:
+    _, pidfd = child
+    assert _pidfd.signal_pidfd(pidfd, signal.SIGTERM)
+    assert _pidfd.wait_readable(pidfd, 30)
+    result = spawner.reap_pidfd(pidfd)
+    assert result is not None
+    si_code, si_status, user_time, system_time, max_rss = result
+    assert (si_code, si_status) == (os.CLD_KILLED, signal.SIGTERM)
+    assert user_time >= 0.0
+    assert system_time >= 0.0
+    assert max_rss > 0
+    assert max_rss % 1024 == 0
+    with pytest.raises(ChildProcessError):
+        spawner.reap_pidfd(pidfd)  # reaped once
+
+
+@needs_native
+def test_native_reap_rejects_bad_fds() -> None:
+    with pytest.raises(ValueError, match="out of range"):
+        spawner.reap_pidfd(-1)
+    with pytest.raises(OverflowError):
+        spawner.reap_pidfd(1 << 80)
+    with pytest.raises(TypeError):
+        spawner.reap_pidfd("3")  # type: ignore[arg-type]
+    read_end, write_end = os.pipe()
+    try:
+        with pytest.raises(OSError, match=r"Invalid argument|Bad file") as caught:
+            spawner.reap_pidfd(read_end)  # not a pidfd
+        assert caught.value.errno in (errno.EINVAL, errno.EBADF)
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+
+
+@needs_native
+def test_native_reap_reports_a_foreign_reap() -> None:
+    pid = os.posix_spawn("/bin/sh", ["sh", "-c", "exit 12"], os.environ)
+    pidfd = os.pidfd_open(pid)
+    try:
+        os.waitpid(pid, 0)
+        with pytest.raises(ChildProcessError):
+            spawner.reap_pidfd(pidfd)
+    finally:
+        os.close(pidfd)
+
+
+@pytest.mark.parametrize("path", ["native", "no extension", "P_PIDFD unproven"])
+def test_every_path_gives_the_same_status(
+    child: tuple[int, int], path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pid, pidfd = child
+    _pidfd.names_our_child(pidfd)  # the kernel's answer about P_PIDFD, as a spawn learns it
+    if path == "native" and (not available or KERNEL.waitid_pidfd is not True):
+        pytest.skip("the native reap is not used here")
+    if path == "no extension":
+        monkeypatch.setattr(_reap, "_native_reap", None)
+    if path == "P_PIDFD unproven":
+        monkeypatch.setattr(KERNEL, "waitid_pidfd", None)
+    assert _reap.reap_pidfd(pidfd, pid) is None
+    assert _pidfd.signal_pidfd(pidfd, signal.SIGKILL)
+    assert _pidfd.wait_readable(pidfd, 30)
+    status = _reap.reap_pidfd(pidfd, pid)
+    assert status == tether.Signaled(signal.SIGKILL)
+    assert status is not None
+    assert status.rusage is not None
+    with pytest.raises(ChildProcessError):
+        _reap.reap_pidfd(pidfd, pid)
+
+
+def test_wait_reports_exit_codes_and_signals() -> None:
+    with tether.spawn(["sh", "-c", "exit 3"]) as process:
+        assert process.wait() == tether.Exited(3)
+        assert process.pidfd is None, "closed after the reap"
+    with tether.spawn(["sleep", "60"]) as process:
+        process.kill()
+        status = process.wait()
+        assert status == tether.Signaled(signal.SIGKILL)
+        assert status.rusage is not None
+        assert process.wait() is status
+        assert process.wait(0) is status
+
+
+def test_wait_after_a_foreign_reap(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The one-step give-back-and-reap of ``wait`` reports a foreign reap as ``poll`` does."""
+    process = tether.spawn(["sh", "-c", "exit 5"])
+    assert process.pidfd is not None
+    assert _pidfd.wait_readable(process.pidfd, 30)
+    os.waitpid(process.pid, 0)  # someone else's reap
+    try:
+        status = process.wait()
+    except tether.StatusUnknownError:
+        assert process.pidfd is None
+        return
+    assert status == tether.Exited(5)  # Linux 6.15+ kept the status on the pidfd
+    assert process.pidfd is None
+
+
+def test_two_threads_wait_for_one_child() -> None:
+    with tether.spawn(["sleep", "60"]) as process:
+        results: list[object] = []
+        ready = threading.Barrier(3)
+
+        def waiter() -> None:
+            ready.wait()
+            results.append(process.wait())
+
+        threads = [threading.Thread(target=waiter) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        ready.wait()
+        process.kill()
+        for thread in threads:
+            thread.join()
+        assert results[0] is results[1]
+        assert results[0] == tether.Signaled(signal.SIGKILL)
+        assert process.pidfd is None
