@@ -116,6 +116,56 @@ def _bar_figure(
     return _save(fig, path, title, suite)
 
 
+def _supervisor(chosen: Sequence[Measure], path: Path, suite: Mapping[str, Any]) -> Path:
+    """One panel per kill mode; a line per API (colour) and child (solid: one process)."""
+    xs = [int(m.key.rsplit("-", 1)[1]) for m in chosen]
+    modes: list[str] = []
+    for measure in chosen:
+        for r in measure.rows:
+            mode = r.contender.split(" / ")[1] if r.contender.count(" / ") == 2 else "other"
+            modes += [mode] if mode not in modes else []
+    fig, axes = plt.subplots(1, len(modes), figsize=(4.2 * len(modes), 4.8), squeeze=False)
+    colors = {"sync": "#1f77b4", "asyncio": "#ff7f0e", "trio": "#2ca02c"}
+    for ax, mode in zip(axes[0], modes, strict=True):
+        names = {
+            r.contender
+            for m in chosen
+            for r in m.rows
+            if (r.contender.split(" / ")[1] if r.contender.count(" / ") == 2 else "other") == mode
+        }
+        for name in sorted(names):
+            points = [
+                (x, m.row(name))
+                for x, m in zip(xs, chosen, strict=True)
+                if name in {r.contender for r in m.rows}
+            ]
+            api, _, child = [*name.split(" / "), "", ""][:3] if mode != "other" else (name, "", "")
+            ax.errorbar(
+                [x for x, _ in points],
+                [r.median for _, r in points],
+                yerr=[
+                    [r.median - (r.p10 or r.median) for _, r in points],
+                    [(r.p90 or r.median) - r.median for _, r in points],
+                ],
+                marker="o",
+                capsize=3,
+                color=colors.get(api),
+                linestyle="--" if child.startswith("sh") else "-",
+                label=f"{api} / {child}" if child else name,
+            )
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xticks(xs)
+        ax.set_xticklabels([f"{x:,}" for x in xs])
+        ax.set_xlabel("children in the scope (log)")
+        ax.set_title(f"kill={mode}", fontsize=9)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7)
+    axes[0][0].set_ylabel("stop of the scope, ms (log; bars: min..max)")
+    title = "scope shutdown per kill mode (dashed: a shell with a grandchild)"
+    return _save(fig, path, title, suite)
+
+
 def write_plots(suite: Mapping[str, Any], out: Path) -> list[Path]:
     """Draw every plot the suite's results allow into *out*; the PNGs written."""
     found = suite_measures(suite)
@@ -149,11 +199,5 @@ def write_plots(suite: Mapping[str, Any], out: Path) -> list[Path]:
         axes[0].legend(fontsize=7)
         written.append(_save(fig, out / "scale.png", "N children at once", suite))
     if "bench_supervisor" in found:
-        chosen = found["bench_supervisor"]
-        xs = [int(m.key.rsplit("-", 1)[1]) for m in chosen]
-        fig, ax = plt.subplots(figsize=(12, 6.5))
-        _lines(ax, chosen, xs, "children in the scope (log)", "stop, ms (log; bars: min..max)")
-        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-        title = "scope shutdown per API / kill mode / child"
-        written.append(_save(fig, out / "supervisor.png", title, suite))
+        written.append(_supervisor(found["bench_supervisor"], out / "supervisor.png", suite))
     return written
