@@ -12,6 +12,7 @@ matplotlib comes with the ``bench`` extra (``make bench`` installs it).
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,10 +23,14 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
+from matplotlib.patches import Patch
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from _summary import Measure, suite_measures
 
 DPI = 110
+STDLIB = ("subprocess", "Popen", "asyncio", "os.", "C ")
+"""Contender names of the standard library (and the C floor), drawn grey."""
 
 
 def machine_line(suite: Mapping[str, Any]) -> str:
@@ -40,31 +45,41 @@ def machine_line(suite: Mapping[str, Any]) -> str:
     ]
     if m.get("glibc"):
         parts.append(str(m["glibc"]))
-    parts.append(f"load {load[0]:.1f}")
+    end = m.get("load_average_end")
+    parts.append(f"load {load[0]:.1f}" + (f" at start, {end[0]:.1f} at end" if end else ""))
     return ", ".join(parts)
 
 
-def _bars(ax: Axes, measure: Measure) -> None:
-    """Horizontal bars (median) with p10..p90 whiskers, the floor as a dashed line."""
+def _bars(ax: Axes, measure: Measure, all_tether: bool = False) -> None:
+    """Horizontal bars (median) with p10..p90 whiskers, the floor as a dashed line.
+
+    *all_tether*: every row is a way of using tether (modes or cases, not libraries).
+    """
     rows = list(reversed(measure.rows))
     names = [r.contender for r in rows]
     medians = [r.median for r in rows]
     low = [r.median - (r.p10 if r.p10 is not None else r.median) for r in rows]
     high = [(r.p90 if r.p90 is not None else r.median) - r.median for r in rows]
     colors = [
-        "#888888"
-        if r.contender in (measure.floor, measure.stdlib)
-        else ("#1f77b4" if r.contender.startswith("tether") else "#ff7f0e")
+        "#1f77b4"
+        if all_tether or r.contender.startswith("tether")
+        else "#888888"
+        if r.contender in (measure.floor, measure.stdlib) or r.contender.startswith(STDLIB)
+        else "#ff7f0e"
         for r in rows
     ]
     ax.barh(names, medians, xerr=[low, high], color=colors, capsize=3, ecolor="#333333")
-    for y, r in enumerate(rows):
-        ax.text(0, y, f" {r.median:,.0f}", va="center", ha="left", fontsize=8, color="white")
+    right = max(r.median + h for r, h in zip(rows, high, strict=True))
+    for y, (r, h) in enumerate(zip(rows, high, strict=True)):
+        ax.text(r.median + h + right * 0.01, y, f"{r.median:,.0f}", va="center", fontsize=8)
+    ax.set_xlim(0, right * 1.12)
+    kinds = {"#1f77b4": "tether", "#ff7f0e": "other libraries", "#888888": "stdlib / floor"}
+    handles: list[Any] = [Patch(color=c, label=label) for c, label in kinds.items() if c in colors]
     if measure.floor:
         floor = measure.row(measure.floor).median
-        ax.axvline(floor, color="#2ca02c", linestyle="--", label=f"floor: {measure.floor}")
-        ax.legend(loc="lower right", fontsize=8)
-    ax.set_xlabel(f"median per spawn+reap, {measure.unit} (whiskers: p10..p90)")
+        handles.append(ax.axvline(floor, color="#2ca02c", linestyle="--", label="floor"))
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7)
+    ax.set_xlabel(f"median, {measure.unit} (whiskers: p10..p90 across rounds)")
     ax.tick_params(axis="y", labelsize=8)
     ax.grid(axis="x", alpha=0.3)
 
@@ -88,12 +103,21 @@ def _lines(
         lo = [r.median - (r.p10 if r.p10 is not None else r.median) for _, r in points]
         hi = [(r.p90 if r.p90 is not None else r.median) - r.median for _, r in points]
         ax.errorbar(px, py, yerr=[lo, hi], marker="o", capsize=3, label=name)
+    _log_axes(ax, xs)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(unit)
+
+
+def _log_axes(ax: Axes, xs: Sequence[int]) -> None:
+    """Log-log, with the measured x values and plain numbers (1, 2, 5 per decade) on y."""
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xticks(list(xs))
     ax.set_xticklabels([f"{x:,}" for x in xs])
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(unit)
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:,.6g}"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
     ax.grid(alpha=0.3, which="both")
 
 
@@ -106,12 +130,16 @@ def _save(fig: Any, path: Path, title: str, suite: Mapping[str, Any]) -> Path:
 
 
 def _bar_figure(
-    measure_list: Sequence[Measure], path: Path, title: str, suite: Mapping[str, Any]
+    measure_list: Sequence[Measure],
+    path: Path,
+    title: str,
+    suite: Mapping[str, Any],
+    all_tether: bool = False,
 ) -> Path:
     height = sum(1.2 + 0.32 * len(m.rows) for m in measure_list)
-    fig, axes = plt.subplots(len(measure_list), 1, figsize=(9, max(3.0, height)), squeeze=False)
+    fig, axes = plt.subplots(len(measure_list), 1, figsize=(10, max(3.0, height)), squeeze=False)
     for ax, measure in zip(axes[:, 0], measure_list, strict=True):
-        _bars(ax, measure)
+        _bars(ax, measure, all_tether)
         ax.set_title(measure.title, fontsize=9)
     return _save(fig, path, title, suite)
 
@@ -153,13 +181,9 @@ def _supervisor(chosen: Sequence[Measure], path: Path, suite: Mapping[str, Any])
                 linestyle="--" if child.startswith("sh") else "-",
                 label=f"{api} / {child}" if child else name,
             )
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xticks(xs)
-        ax.set_xticklabels([f"{x:,}" for x in xs])
+        _log_axes(ax, xs)
         ax.set_xlabel("children in the scope (log)")
         ax.set_title(f"kill={mode}", fontsize=9)
-        ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=7)
     axes[0][0].set_ylabel("stop of the scope, ms (log; bars: min..max)")
     title = "scope shutdown per kill mode (dashed: a shell with a grandchild)"
@@ -181,7 +205,9 @@ def write_plots(suite: Mapping[str, Any], out: Path) -> list[Path]:
     }
     for script, (name, title) in bar_plots.items():
         if script in found:
-            written.append(_bar_figure(found[script], out / f"{name}.png", title, suite))
+            only_tether = script in ("bench_pdeathsig", "bench_namespace")
+            path = out / f"{name}.png"
+            written.append(_bar_figure(found[script], path, title, suite, only_tether))
     if "bench_heap" in found:
         sizes = found["bench_heap"]
         xs = [int(m.key.split("-")[1]) for m in sizes]
@@ -201,3 +227,21 @@ def write_plots(suite: Mapping[str, Any], out: Path) -> list[Path]:
     if "bench_supervisor" in found:
         written.append(_supervisor(found["bench_supervisor"], out / "supervisor.png", suite))
     return written
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Redraw the plots of a kept run from its suite.json: ``_plots.py RESULTS_DIR``."""
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("folder", type=Path, help="a run's folder, with its suite.json")
+    args = parser.parse_args(argv)
+    suite = json.loads((args.folder / "suite.json").read_text())
+    for png in write_plots(suite, args.folder):
+        print(f"plot: {png}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

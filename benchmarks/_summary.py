@@ -39,6 +39,8 @@ class Row:
     x_floor: float | None = None
     """median / the floor's median (the C floor when the script has one)."""
     note: str = ""
+    threads: int | None = None
+    """The most OS threads the process had during the contender's runs (bench_scale)."""
 
 
 @dataclass(frozen=True)
@@ -173,14 +175,24 @@ def _runs_rows(results: Sequence[Doc], count: int, key: str, scale: float) -> li
     for r in results:
         if _get(r, "count") != count:
             continue
-        values = [float(_get(run, key)) * scale for run in _get(r, "runs")]
+        runs = _get(r, "runs")
+        values = [float(_get(run, key)) * scale for run in runs]
+        peaks = [
+            int(point["tasks"])
+            for run in runs
+            for point in run.get("threads", {}).values()
+            if "tasks" in point
+        ]
+        threads = max(peaks) if peaks else None
         rows.append(
             Row(
                 contender=_get(r, "contender"),
                 median=float(_get(r, key)) * scale,
                 p10=min(values),
                 p90=max(values),
-                note=f"{len(values)} runs: min..max",
+                note=f"{len(values)} runs: min..max"
+                + ("" if threads is None else f"; OS threads up to {threads:,}"),
+                threads=threads,
             )
         )
     return rows

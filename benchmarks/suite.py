@@ -6,9 +6,10 @@ each script runs as its own subprocess (``--json PATH``, its output shown as it
 comes), one after another; a script that fails is reported at the end and makes the
 suite exit non-zero, but every other script still runs and everything is written:
 ``suite.json`` (the machine, each script's argv, exit status, wall time and whole JSON
-with every sample) and the PNG plots, in ``benchmarks/results/<date>/`` (``--quick``:
-a scratch folder under /tmp, not kept). A full run also names its folder in
-``benchmarks/results/LATEST``, which ``tools/bench_figures.py`` reads.
+with every sample) and the PNG plots, in ``benchmarks/results/<date>/`` (``--quick`` or
+``--only``: a scratch folder under /tmp, not kept). A full run with no failure also
+names its folder in ``benchmarks/results/LATEST``, which ``tools/bench_figures.py``
+reads.
 
 The per-script options below keep ``make bench`` under 5 minutes and ``make
 bench-quick`` under 1 minute on 2 CPUs; the total time is printed at the end.
@@ -186,7 +187,10 @@ def run_script(script: Script, quick: bool, scratch: Path) -> dict[str, Any]:
             output.append(line)
         returncode = child.wait()
     entry: dict[str, Any] = {
-        "argv": [f"benchmarks/{path.name}", *argv[1:]],
+        "argv": [
+            f"benchmarks/{path.name}",
+            *(a if a != str(json_path) else json_path.name for a in argv[1:]),
+        ],
         "returncode": returncode,
         "wall_s": round(time.monotonic() - start, 3),
     }
@@ -196,18 +200,17 @@ def run_script(script: Script, quick: bool, scratch: Path) -> dict[str, Any]:
     if returncode != 0:
         return {**entry, "status": "failed", "reason": "".join(output[-15:])}
     document: dict[str, Any] | None = None
-    if "--json" in argv:
-        document = json.loads(json_path.read_text())
-    if script.name == "bench_subprocess":
-        document = {**(document or {}), "parsed": parse_subprocess_output(text)}
-    if document is None:
-        return {**entry, "status": "failed", "reason": "no --json option and no reader"}
-    entry.update(status="ok", json=document)
     try:
+        if "--json" in argv:
+            document = json.loads(json_path.read_text())
+        if script.name == "bench_subprocess":
+            document = {**(document or {}), "parsed": parse_subprocess_output(text)}
+        if document is None:
+            return {**entry, "status": "failed", "reason": "no --json option and no reader"}
         measures(script.name, document)
-    except ShapeError as exc:
-        entry.update(status="failed", reason=f"unreadable results: {exc}")
-    return entry
+    except (OSError, ValueError) as exc:  # ShapeError is a ValueError, and so is bad JSON
+        return {**entry, "status": "failed", "json": document, "reason": f"unreadable: {exc}"}
+    return {**entry, "status": "ok", "json": document}
 
 
 def format_suite_table(scripts: dict[str, dict[str, Any]]) -> str:
@@ -269,12 +272,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     today = datetime.datetime.now(datetime.timezone.utc).date().isoformat()
+    kept = not args.quick and args.only is None and args.out is None
     if args.out is not None:
         out = args.out
-    elif args.quick:
-        out = Path(tempfile.mkdtemp(prefix=f"tether-bench-quick-{today}-"))
-    else:
+    elif kept:
         out = RESULTS / today
+    else:
+        label = "quick" if args.quick else "partial"
+        out = Path(tempfile.mkdtemp(prefix=f"tether-bench-{label}-{today}-"))
     out.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     document: dict[str, Any] = {
@@ -301,14 +306,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         for png in write_plots(document, out):
             print(f"plot: {png}")
-    if not args.quick and args.out is None:
-        LATEST.write_text(today + "\n")
+    failed = [n for n, e in document["scripts"].items() if e["status"] == "failed"]
     print(f"\nwrote {out / 'suite.json'}")
+    if kept and not failed:
+        LATEST.write_text(today + "\n")
+        print(f"{LATEST} -> {today}; now run tools/bench_figures.py")
+    elif kept:
+        print(f"{LATEST} left as it was: the run is not whole")
     for name, entry in document["scripts"].items():
         wall = f"{entry['wall_s']:6.1f} s" if "wall_s" in entry else "     - "
         print(f"  {wall}  {name}: {entry['status']}  {entry.get('reason', '')}".rstrip())
     print(f"total {total:.1f} s")
-    failed = [n for n, e in document["scripts"].items() if e["status"] == "failed"]
     if failed:
         print(f"\nFAILED: {', '.join(failed)}", file=sys.stderr)
         for name in failed:
