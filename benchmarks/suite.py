@@ -62,7 +62,8 @@ SCRIPTS = (
     Script("bench_reap", ("--rounds", "30")),
     Script("bench_heap", ("--passes", "2")),
     Script("bench_scale", ("--repeats", "1")),
-    Script("bench_supervisor", ("--repeats", "2")),
+    # --quick's 1 and 100 children x 18 contenders take 15-35 s alone; 1 and 20 smoke it.
+    Script("bench_supervisor", ("--repeats", "2"), ("--quick", "--counts", "1,20")),
     Script("bench_pdeathsig", ("--rounds", "20")),
     Script("bench_namespace", ("--rounds", "15", "--batch", "30"), needs_root=True),
     Script("bench_zombies", optional=True),
