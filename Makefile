@@ -9,7 +9,7 @@ STAMP := $(VENV)/.tether-installed
 # A change to any of these reinstalls (which rebuilds the C spawner).
 INSTALL_INPUTS := pyproject.toml setup.py src/tether/_native/_spawner.c src/tether/_native/_nsinit.c
 
-.PHONY: demo test lint types imports unit test-all conformance bench docs docs-check clean
+.PHONY: demo test lint types imports unit test-all conformance bench bench-quick docs docs-check clean
 
 # $(call install,VENV,PYTHON): create VENV with PYTHON unless it exists, then install
 # tether editable with the dev tools; this builds the C spawner for that interpreter
@@ -131,8 +131,21 @@ docs-check: docs
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 	$(BIN)/python tools/docs_screenshots.py $(DOCS_HTML) docs/_build/screenshots
 
-bench: $(STAMP)
-	$(BIN)/python benchmarks/bench_spawn.py
+# ---- bench: every benchmark script, one table, results kept in
+# benchmarks/results/<date>/ (suite.json + PNG plots) and named in benchmarks/results/LATEST
+# (benchmarks/suite.py). bench-quick: every script's --quick, into a scratch folder in /tmp.
+# Both install the `bench` extra (matplotlib) into .venv first.
+BENCH_STAMP := $(VENV)/.tether-bench-installed
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,bench]'
+	touch $@
+
+bench: $(BENCH_STAMP)
+	$(BIN)/python benchmarks/suite.py
+
+bench-quick: $(BENCH_STAMP)
+	$(BIN)/python benchmarks/suite.py --quick
 
 clean:
 	rm -rf $(VENV) .venv-3.* build src/*.egg-info .pytest_cache .mypy_cache .ruff_cache \
