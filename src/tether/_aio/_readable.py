@@ -78,7 +78,8 @@ async def _on_asyncio(loop: AbstractEventLoop, fd: int) -> None:
             try:
                 loop.add_reader(fd, _wake, waiters)
             except NotImplementedError:  # a loop without readers: anyio knows what to do
-                future.cancel()
+                del _readers[key]
+                waiters = None
                 await anyio.wait_readable(fd)
                 return
         else:
