@@ -62,6 +62,18 @@ def _is_coroutine(frame: FrameType | None) -> bool:
     return frame is not None and bool(frame.f_code.co_flags & inspect.CO_COROUTINE)
 
 
+def _is_loop_callback(frame: FrameType | None) -> bool:
+    """Whether *frame* is a function asyncio's loop called back (``Handle._run``), such as
+    the pidfd reader of ``_aio._readable``: an exception there goes to the loop's exception
+    handler, not to any caller, as in a coroutine frame."""
+    caller = None if frame is None else frame.f_back
+    return (
+        caller is not None
+        and caller.f_code.co_name == "_run"
+        and caller.f_code.co_filename.endswith(os.path.join("asyncio", "events.py"))
+    )
+
+
 def _start_tethers_threads() -> None:
     """Start the spawner and reaper threads before the storm.
 
@@ -84,12 +96,17 @@ def interrupts(*, in_coroutines: bool = True) -> Iterator[None]:
     between two awaits could land inside anyio's own bookkeeping (a task group being
     entered, a coroutine made and not yet awaited), which no library can make safe: there
     the frameworks deliver Ctrl-C themselves, as a cancellation (asyncio) or at a
-    checkpoint (trio). What creates children and fds is synchronous code, still covered.
+    checkpoint (trio). It spares tether's event-loop callbacks too, whose exceptions the
+    loop reports rather than raises (a reader that raised runs again at the next loop
+    iteration, the fd still readable). What creates children and fds is synchronous
+    code, still covered.
     """
     _start_tethers_threads()
 
     def handler(signum: int, frame: FrameType | None) -> None:
-        if _in_tether(frame) and (in_coroutines or not _is_coroutine(frame)):
+        if _in_tether(frame) and (
+            in_coroutines or not (_is_coroutine(frame) or _is_loop_callback(frame))
+        ):
             raise Interrupted
 
     previous = signal.signal(signal.SIGALRM, handler)

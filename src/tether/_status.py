@@ -20,6 +20,7 @@ import os
 import resource
 import signal
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from signal import Signals
 from typing import Final
@@ -306,7 +307,7 @@ def decode_waitid(si_code: int, si_status: int, rusage: Rusage | None = None) ->
         if 0 <= si_status <= 255:
             status: Status = _new(Exited)
             _set_exit_code(status, si_status)
-            _set_rusage(status, rusage)
+            _set_exited_rusage(status, rusage)
             return status
         return Exited(si_status, rusage=rusage)
     if si_code in (_CLD_KILLED, _CLD_DUMPED):
@@ -316,7 +317,7 @@ def decode_waitid(si_code: int, si_status: int, rusage: Rusage | None = None) ->
         status = _new(Signaled)
         _set_signal(status, member)
         _set_core_dumped(status, si_code == _CLD_DUMPED)
-        _set_rusage(status, rusage)
+        _set_signaled_rusage(status, rusage)
         return status
     if si_code == _CLD_STOPPED:
         return Stopped(si_status, rusage=rusage)
@@ -337,12 +338,24 @@ def rusage_of(user_time: float, system_time: float, max_rss: int) -> Rusage:
     return usage
 
 
+def _slot_setter(cls: type, name: str) -> Callable[[object, object], None]:
+    """The ``__set__`` of the slot that *cls*'s instances read *name* from: the nearest in
+    the MRO (on 3.10, ``slots=True`` gives a subclass its own slot for every inherited
+    field, which hides the base class's)."""
+    for klass in cls.__mro__:
+        if name in vars(klass):
+            setter: Callable[[object, object], None] = vars(klass)[name].__set__
+            return setter
+    raise AttributeError(f"{cls.__name__} has no slot {name!r}")
+
+
 # The slots' own descriptors store past the frozen __setattr__, as dataclass __init__ does.
 _new = object.__new__
-_set_rusage = Status.__dict__["rusage"].__set__
-_set_exit_code = Exited.__dict__["exit_code"].__set__
-_set_signal = Signaled.__dict__["signal"].__set__
-_set_core_dumped = Signaled.__dict__["core_dumped"].__set__
-_set_user_time = Rusage.__dict__["user_time"].__set__
-_set_system_time = Rusage.__dict__["system_time"].__set__
-_set_max_rss = Rusage.__dict__["max_rss"].__set__
+_set_exited_rusage = _slot_setter(Exited, "rusage")
+_set_signaled_rusage = _slot_setter(Signaled, "rusage")
+_set_exit_code = _slot_setter(Exited, "exit_code")
+_set_signal = _slot_setter(Signaled, "signal")
+_set_core_dumped = _slot_setter(Signaled, "core_dumped")
+_set_user_time = _slot_setter(Rusage, "user_time")
+_set_system_time = _slot_setter(Rusage, "system_time")
+_set_max_rss = _slot_setter(Rusage, "max_rss")
