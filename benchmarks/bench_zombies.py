@@ -20,7 +20,7 @@ Contenders, each with its own pool:
   ``Process.wait()``; the time is taken when ``wait()`` returns.
 * ``tether reaper (detach)``: the main thread spawns and ``detach()``-es each child, so
   tether's background reaper (one thread, one epoll) reaps it. The script wraps the
-  reaper's reap call (``tether._linux._pidfd.reap_pidfd``) for that contender's
+  reaper's reap call (``tether._core._reap.reap_pidfd``) for that contender's
   batches only, to take the time when it returns and to learn that a slot is free.
 * ``tether await wait() [asyncio]``, ``[trio]``: one task per worker,
   ``tether.open_process`` then ``await wait()``.
@@ -64,7 +64,7 @@ from typing import Any
 import anyio
 
 import tether
-import tether._linux._pidfd as tether_pidfd
+import tether._core._reap as tether_reap
 from _common import (
     add_run_options,
     environment,
@@ -169,7 +169,7 @@ def tether_reaper(batch: Batch) -> Reaps:
     reaps: Reaps = {}
     codes: list[int | None] = []
     freed = threading.Semaphore(0)
-    original = tether_pidfd.reap_pidfd
+    original = tether_reap.reap_pidfd
 
     def timed_reap(pidfd: int, pid: int) -> tether.Status | None:
         # Runs on tether's reaper thread: record only, never raise there.
@@ -184,7 +184,7 @@ def tether_reaper(batch: Batch) -> Reaps:
         if not freed.acquire(timeout=30):
             raise RuntimeError("tether reaper: a detached child was not reaped in 30 s")
 
-    tether_pidfd.reap_pidfd = timed_reap  # type: ignore[assignment]
+    tether_reap.reap_pidfd = timed_reap  # type: ignore[assignment]
     try:
         running = 0
         for delay in batch.delays_us:
@@ -196,7 +196,7 @@ def tether_reaper(batch: Batch) -> Reaps:
         for _ in range(running):
             wait_for_a_slot()
     finally:
-        tether_pidfd.reap_pidfd = original
+        tether_reap.reap_pidfd = original
     for code in codes:
         check_exit("tether reaper", code)
     return reaps

@@ -25,6 +25,7 @@ import signal
 import threading
 
 from .._linux import _pidfd
+from . import _reap
 
 THREAD_NAME = "tether-reaper"
 
@@ -115,7 +116,7 @@ class _Reaper:
             if entry is None:
                 return
             with contextlib.suppress(ChildProcessError):  # stolen: nothing left to do
-                _pidfd.reap_pidfd(pidfd, entry[0])
+                _reap.reap_pidfd(pidfd, entry[0])
             epoll.unregister(pidfd)
             os.close(pidfd)
             del self._by_pidfd[pidfd]
