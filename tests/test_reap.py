@@ -163,3 +163,93 @@ def test_two_threads_wait_for_one_child() -> None:
         assert results[0] is results[1]
         assert results[0] == tether.Signaled(signal.SIGKILL)
         assert process.pidfd is None
+
+
+class Interrupted(Exception):
+    """Raised by the test's signal handler."""
+
+
+@pytest.fixture
+def pipe() -> Iterator[tuple[int, int]]:
+    read_end, write_end = os.pipe()
+    try:
+        yield read_end, write_end
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+
+
+@needs_native
+def test_native_wait_returns_once_the_fd_is_readable(pipe: tuple[int, int]) -> None:
+    read_end, write_end = pipe
+    writer = threading.Timer(0.05, os.write, (write_end, b"x"))
+    writer.start()
+    try:
+        assert spawner.wait_readable(read_end) is None
+    finally:
+        writer.join()
+    assert os.read(read_end, 1) == b"x"
+
+
+@needs_native
+def test_native_wait_rejects_bad_fds() -> None:
+    with pytest.raises(ValueError, match="out of range"):
+        spawner.wait_readable(-1)
+    with pytest.raises(TypeError):
+        spawner.wait_readable("3")  # type: ignore[arg-type]
+
+
+@needs_native
+def test_a_raising_signal_handler_ends_the_native_wait(pipe: tuple[int, int]) -> None:
+    def interrupt(signum: int, frame: object) -> None:
+        raise Interrupted
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.05)
+        with pytest.raises(Interrupted):
+            spawner.wait_readable(pipe[0])
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@needs_native
+def test_a_returning_signal_handler_does_not_end_the_native_wait(pipe: tuple[int, int]) -> None:
+    """EINTR is retried after the handlers ran (PEP 475): only the write ends the wait."""
+    read_end, write_end = pipe
+    handled = threading.Semaphore(0)
+    previous = signal.signal(signal.SIGALRM, lambda signum, frame: handled.release())
+
+    written: list[bool] = []
+
+    def write_after_three_signals() -> None:
+        for _ in range(3):
+            handled.acquire()
+        written.append(True)
+        os.write(write_end, b"x")
+
+    writer = threading.Thread(target=write_after_three_signals)
+    writer.start()
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.02, 0.02)
+        spawner.wait_readable(read_end)
+        assert written, "the wait returned before the fd was readable"
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        for _ in range(3):
+            handled.release()  # a writer still waiting (the wait failed) goes on
+        writer.join()
+    assert os.read(read_end, 1) == b"x"
+
+
+def test_the_core_wait_uses_the_native_call_only_without_a_timeout(
+    pipe: tuple[int, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[object] = []
+    monkeypatch.setattr(_reap, "_native_wait", calls.append)
+    assert _reap.wait_readable(pipe[0], None) is True
+    assert calls == [pipe[0]]
+    assert _reap.wait_readable(pipe[0], 0.01) is False  # timed: select.poll, not the C call
+    assert calls == [pipe[0]]

@@ -587,3 +587,18 @@ def test_run_refuses_text_input_before_spawning(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(tether._core._spawning, "start", lambda p: pytest.fail("spawned"))
     with pytest.raises(TypeError, match="bytes-like"):
         tether.run(["cat"], input="text")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "options", [case[1] for case in OPTION_CASES], ids=[c[0] for c in OPTION_CASES]
+)
+def test_the_auto_shortcut_agrees_with_the_full_search(options: dict[str, object]) -> None:
+    """``auto`` returns the native backend for any plan without ``preexec_fn`` before it
+    searches: that is right only while native accepts every other option."""
+    from tether._spawn import AUTO_ORDER, BACKENDS, choose_backend, ineligible_reason, make_plan
+
+    plan = make_plan(["true"], **options)  # type: ignore[arg-type]
+    searched = next(
+        BACKENDS[name] for name in AUTO_ORDER if ineligible_reason(BACKENDS[name], plan) is None
+    )
+    assert choose_backend(plan, "auto") is searched

@@ -7,6 +7,7 @@ good, which must not take the test process with it.
 
 from __future__ import annotations
 
+import gc
 import sys
 import textwrap
 import threading
@@ -42,25 +43,50 @@ COLLECTING_PRELUDE = """
 """
 
 
-def test_a_collection_under_the_registry_lock_does_not_deadlock() -> None:
-    """The collector may run a dropped handle's ``__del__`` (which untracks it) on a thread
-    that holds the registry's lock, inside ``track``."""
+def test_a_collection_inside_track_untracks_cleanly() -> None:
+    """The collector may run a dropped handle's ``__del__`` (which untracks it) in the
+    middle of ``track``: neither a deadlock nor a lost entry."""
     done = run_script(
         COLLECTING_PRELUDE
         + """
-    class CollectingWeakSet(weakref.WeakSet):
-        def add(self, item):
-            gc.collect()  # as an allocation in WeakSet.add may
-            super().add(item)
+    class CollectingDict(dict):
+        def __setitem__(self, key, value):
+            gc.collect()  # as an allocation in track may
+            super().__setitem__(key, value)
 
-    _registry._live = CollectingWeakSet(_registry._live)
+    _registry._live = CollectingDict(_registry._live)
     drop_in_a_cycle()
-    tether.spawn(["true"]).wait()  # track -> collection -> __del__ -> untrack
+    kept = tether.spawn(["sleep", "60"])  # track -> collection -> __del__ -> untrack
+    assert _registry.live() == [kept], _registry.live()
+    kept.kill()
+    kept.wait()
+    assert _registry.live() == []
     REAPER.kill_all(patience=10)
     print("done")
     """
     )
     assert done.stdout == b"done\n", done.stderr
+
+
+def test_a_handle_that_dies_tracked_leaves_no_entry() -> None:
+    from tether._core import _registry
+
+    class Stub:
+        pid = 1
+
+        def kill(self) -> None:
+            """Nothing to kill."""
+
+        def wait(self, timeout: float | None = None) -> object:
+            return None
+
+    stub = Stub()
+    _registry.track(stub)
+    assert stub in _registry.live()
+    before = len(_registry._live)
+    del stub
+    gc.collect()
+    assert len(_registry._live) == before - 1
 
 
 def test_a_collection_under_the_reapers_lock_does_not_deadlock() -> None:

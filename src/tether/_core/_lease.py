@@ -22,8 +22,8 @@ from typing_extensions import final
 
 from .._durations import deadline_after, remaining
 from .._errors import StatusUnknownError
-from .._linux import _pidfd
 from .._status import Status
+from ._reap import wait_readable
 
 __all__ = ["ExitFdLease", "Leasable", "wait_for_exit"]
 
@@ -108,7 +108,7 @@ def wait_for_exit(handle: Leasable, timeout: float | None) -> Status | None:
             fd = handle._borrow_exit_fd(lease)
             if fd is None:  # reaped (or found lost) already
                 break
-            if not _pidfd.wait_readable(fd, None if deadline is None else remaining(deadline)):
+            if not wait_readable(fd, None if deadline is None else remaining(deadline)):
                 return None
             status = handle._reap_returning(lease)  # gives the lease back as it reaps
             if status is not None:

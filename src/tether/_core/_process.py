@@ -90,6 +90,31 @@ class Process:
     detached ones) is killed with ``SIGKILL`` and reaped.
     """
 
+    __slots__ = (
+        "__weakref__",
+        "_backend",
+        "_borrowers",
+        "_detached",
+        "_exit_fd",
+        "_lock",
+        "_lost",
+        "_notifier",
+        "_owner",
+        "_pidfd",
+        "_plan",
+        "_readiness",
+        "_receipt",
+        "_started",
+        "_status",
+        "_stdio",
+        "args",
+        "backend",
+        "pid",
+        "stderr",
+        "stdin",
+        "stdout",
+    )
+
     pid: int
     """The child's pid. Never reused by tether after the reap."""
     backend: str
@@ -150,9 +175,10 @@ class Process:
     def _take_child(self) -> None:
         """Take over the child the spawn wrote into the receipt, and its pipes."""
         receipt, stdio = self._receipt, self._stdio
-        self.stdin = open_pipe(stdio.take_parent_end(0), "wb")
-        self.stdout = open_pipe(stdio.take_parent_end(1), "rb")
-        self.stderr = open_pipe(stdio.take_parent_end(2), "rb")
+        if stdio.parent_ends:
+            self.stdin = open_pipe(stdio.take_parent_end(0), "wb")
+            self.stdout = open_pipe(stdio.take_parent_end(1), "rb")
+            self.stderr = open_pipe(stdio.take_parent_end(2), "rb")
         # One group of plain stores: the child is the receipt's until here, ours after.
         self.pid, self._pidfd, self._exit_fd, receipt.pidfd, self._started = (
             receipt.pid,
@@ -364,8 +390,12 @@ class Process:
 
     def __del__(self) -> None:
         lock = getattr(self, "_lock", None)
-        if lock is None or self._detached or self._owner != os.getpid():
-            return  # half-made, given up, or inherited through os.fork (the parent's child)
+        if lock is None or self._detached:
+            return  # half-made or given up
+        if self._status is not None and self._pidfd is None and self._notifier is None:
+            return  # reaped, and its fds closed: the common end, nothing to do
+        if self._owner != os.getpid():
+            return  # inherited through os.fork: the parent's child
         if not self._started:
             undo(self._receipt, self._stdio)  # an abandoned spawn: normally a no-op
             return

@@ -1,4 +1,5 @@
-"""The reap of a child through its pidfd, in one C call when the extension offers it.
+"""The reap of a child through its pidfd, and the wait before it, in one C call each when
+the extension offers them.
 
 Reaping is the last step of every wait, and each microsecond spent there is one the
 caller waits after its child is already dead: ``waitid(P_PIDFD)`` through ctypes builds
@@ -17,9 +18,19 @@ from .._linux._probes import KERNEL
 from .._native import available, spawner
 from .._status import Status, decode_waitid, rusage_of
 
-__all__ = ["reap_pidfd"]
+__all__ = ["reap_pidfd", "wait_readable"]
 
 _native_reap = getattr(spawner, "reap_pidfd", None) if available else None
+_native_wait = getattr(spawner, "wait_readable", None) if available else None
+
+
+def wait_readable(fd: int, timeout: float | None) -> bool:
+    """Block until the exit fd *fd* is readable or *timeout* seconds pass (see
+    :func:`tether._linux._pidfd.wait_readable`); a wait without a timeout is one C call."""
+    if timeout is None and _native_wait is not None:
+        _native_wait(fd)
+        return True
+    return _pidfd.wait_readable(fd, timeout)
 
 
 def reap_pidfd(pidfd: int, pid: int) -> Status | None:

@@ -3,15 +3,19 @@
 Two readers need the list: the interpreter-exit policy (``_exit_policy``), which stops
 those children, and the subreaper (``_supervise._subreaper``), which must tell the
 children tether spawned from orphans it adopted. Handles are held weakly (a dropped
-handle gives its child to the background reaper from ``__del__``), and every change and
-every read happens under one lock, so a thread that spawns while another scans never
-breaks the scan. The lock is reentrant: the garbage collector may run a dropped handle's
-``__del__`` (which untracks it) on a thread that holds it, in the middle of ``track``.
+handle gives its child to the background reaper from ``__del__``).
+
+Every spawn tracks its handle and every reap untracks it, so both are single operations
+on a dict (keyed by the handle's ``id``, valued by a weak reference), each atomic
+without a lock: a thread that spawns while another scans never breaks the scan, and the
+garbage collector, which may run a dropped handle's ``__del__`` (and so ``untrack``) in
+the middle of ``track``, finds no lock held. A handle that dies still tracked (which
+tether's handles do not do: ``__del__`` untracks them or hands them over) leaves no
+entry behind: its weak reference's callback drops it.
 """
 
 from __future__ import annotations
 
-import threading
 import weakref
 from typing import Protocol
 
@@ -32,28 +36,28 @@ class Handle(Protocol):
         """Reap the child."""
 
 
-_lock = threading.RLock()  # GC may run Process.__del__ (-> untrack) inside track/live
-_live: weakref.WeakSet[Handle] = weakref.WeakSet()
+_live: dict[int, weakref.ref[Handle]] = {}
+
+
+def _drop_dead(ref: weakref.ref[Handle]) -> None:
+    for key, value in list(_live.items()):
+        if value is ref:
+            _live.pop(key, None)
 
 
 def track(process: Handle) -> None:
     """Remember a live handle, so that interpreter exit can stop its child."""
-    with _lock:
-        _live.add(process)
+    _live[id(process)] = weakref.ref(process, _drop_dead)
 
 
 def untrack(process: Handle) -> None:
     """Forget a handle whose child is reaped, detached or handed to the reaper."""
-    with _lock:
-        _live.discard(process)
+    _live.pop(id(process), None)
 
 
 def live() -> list[Handle]:
     """The live handles now."""
-    with _lock:
-        # One C-level copy of the weak references: no Python code (so no collection, which
-        # may untrack a handle under this reentrant lock) runs in the middle of it.
-        refs: list[weakref.ref[Handle]] = list(_live.data)  # type: ignore[attr-defined]
+    refs = list(_live.values())  # one C-level copy: no Python code runs in the middle
     return [process for process in (ref() for ref in refs) if process is not None]
 
 
@@ -63,11 +67,6 @@ def pids() -> set[int]:
 
 
 def clear() -> None:
-    """Forget every handle (in a child made by ``os.fork``: they are its parent's).
-
-    No lock is taken: another thread of the parent may have held it at the moment of
-    the fork, and in the child nobody would ever release it. The lock is made anew.
-    """
-    global _lock, _live
-    _lock = threading.RLock()
-    _live = weakref.WeakSet()
+    """Forget every handle (in a child made by ``os.fork``: they are its parent's)."""
+    global _live
+    _live = {}

@@ -35,6 +35,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <grp.h>
 #include <limits.h>
@@ -707,11 +708,20 @@ struct owned {
     PyObject *env_seq;
     void *blocks[16];
     int n_blocks;
+    /* A plain spawn's few small arrays come from here, not from the allocator. */
+    size_t arena_used;
+    _Alignas(16) char arena[1024];
 };
 
 static void *
 own(struct owned *o, size_t size)
 {
+    size_t rounded = (size + 15) & ~(size_t)15;
+    if (rounded <= sizeof o->arena - o->arena_used) {
+        void *block = o->arena + o->arena_used;
+        o->arena_used += rounded;
+        return memset(block, 0, size);
+    }
     if (o->n_blocks >= (int)(sizeof o->blocks / sizeof o->blocks[0])) {
         PyErr_SetString(PyExc_RuntimeError, "tether spawner: too many argument blocks");
         return NULL;
@@ -816,14 +826,16 @@ PyDoc_STRVAR(spawn_doc,
  * raise and lose it; once they are done, whoever holds the receipt holds the child.
  * Should a store fail (no memory), the child is killed and reaped here instead.
  */
+static PyObject *pid_name, *pidfd_name; /* "pid" and "pidfd", interned at import */
+
 static int
 record_child(PyObject *receipt, pid_t pid, int pidfd)
 {
     PyObject *pid_obj = PyLong_FromLong((long)pid);
     PyObject *pidfd_obj = pidfd >= 0 ? PyLong_FromLong(pidfd) : Py_NewRef(Py_None);
     int failed = pid_obj == NULL || pidfd_obj == NULL ||
-                 PyObject_SetAttrString(receipt, "pidfd", pidfd_obj) < 0 ||
-                 PyObject_SetAttrString(receipt, "pid", pid_obj) < 0;
+                 PyObject_SetAttr(receipt, pidfd_name, pidfd_obj) < 0 ||
+                 PyObject_SetAttr(receipt, pid_name, pid_obj) < 0;
     Py_XDECREF(pid_obj);
     Py_XDECREF(pidfd_obj);
     if (!failed) {
@@ -850,18 +862,71 @@ record_child(PyObject *receipt, pid_t pid, int pidfd)
     return -1;
 }
 
-static PyObject *
-spawn_with_flags(PyObject *args, int clone_flags, int in_child_namespace)
+static int
+int_arg(PyObject *obj, int *out)
 {
-    const char *program;
-    PyObject *argv, *envp, *fd_map, *keep, *pass, *defaults, *limits, *groups;
-    PyObject *cwd_obj, *receipt;
+    long value = PyLong_AsLong(obj);
+    if (value == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (value < INT_MIN || value > INT_MAX) {
+        PyErr_SetString(PyExc_OverflowError, "value does not fit in a C int");
+        return -1;
+    }
+    *out = (int)value;
+    return 0;
+}
+
+static int
+long_arg(PyObject *obj, long *out)
+{
+    *out = PyLong_AsLong(obj);
+    return *out == -1 && PyErr_Occurred() ? -1 : 0;
+}
+
+static int
+bool_arg(PyObject *obj, int *out)
+{
+    *out = PyObject_IsTrue(obj);
+    return *out < 0 ? -1 : 0;
+}
+
+#define SPAWN_NARGS 20
+
+/* args are spawn()'s SPAWN_NARGS arguments, read in place (METH_FASTCALL): parsing a
+ * format string would cost a plain spawn more than everything else done here. */
+static PyObject *
+spawn_with_flags(PyObject *const *args, Py_ssize_t nargs, int clone_flags,
+                 int in_child_namespace)
+{
+    if (nargs != SPAWN_NARGS) {
+        PyErr_Format(PyExc_TypeError, "spawn() takes %d arguments (%zd given)", SPAWN_NARGS,
+                     nargs);
+        return NULL;
+    }
+    if (!PyBytes_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "spawn(): the program must be bytes");
+        return NULL;
+    }
+    const char *program = PyBytes_AS_STRING(args[0]);
+    if (strlen(program) != (size_t)PyBytes_GET_SIZE(args[0])) {
+        PyErr_SetString(PyExc_ValueError, "spawn(): embedded null byte in the program");
+        return NULL;
+    }
+    PyObject *argv = args[1], *envp = args[2], *cwd_obj = args[3], *fd_map = args[4];
+    PyObject *keep = args[5], *pass = args[6], *defaults = args[7], *limits = args[8];
+    PyObject *groups = args[9], *receipt = args[19];
     int new_session, pgid, umask_value, cgroup_fd, pdeathsig, no_new_privs, want_pidfd;
     long gid, uid;
-    if (!PyArg_ParseTuple(args, "yOOOOOOOOOpiiiipllpO:spawn", &program, &argv, &envp, &cwd_obj,
-                          &fd_map, &keep, &pass, &defaults, &limits, &groups, &new_session,
-                          &pgid, &umask_value, &cgroup_fd, &pdeathsig, &no_new_privs, &gid,
-                          &uid, &want_pidfd, &receipt)) {
+    if (bool_arg(args[10], &new_session) < 0 || int_arg(args[11], &pgid) < 0 ||
+        int_arg(args[12], &umask_value) < 0 || int_arg(args[13], &cgroup_fd) < 0 ||
+        int_arg(args[14], &pdeathsig) < 0 || bool_arg(args[15], &no_new_privs) < 0 ||
+        long_arg(args[16], &gid) < 0 || long_arg(args[17], &uid) < 0 ||
+        bool_arg(args[18], &want_pidfd) < 0) {
+        return NULL;
+    }
+    if (cwd_obj != Py_None && !PyBytes_Check(cwd_obj)) {
+        PyErr_SetString(PyExc_TypeError, "spawn(): cwd must be bytes or None");
         return NULL;
     }
     struct owned o = {0};
@@ -961,7 +1026,19 @@ spawn_with_flags(PyObject *args, int clone_flags, int in_child_namespace)
         result = Py_BuildValue("(iiis)", 0, -1, child_error, stage_names[child_stage]);
     }
     else if (record_child(receipt, pid, pidfd) == 0) {
-        result = Py_BuildValue("(iiiO)", (int)pid, pidfd, 0, Py_None);
+        result = PyTuple_New(4);
+        if (result != NULL) {
+            PyObject *pid_obj = PyLong_FromLong((long)pid);
+            PyObject *pidfd_obj = PyLong_FromLong(pidfd);
+            PyObject *zero = PyLong_FromLong(0);
+            PyTuple_SET_ITEM(result, 0, pid_obj);
+            PyTuple_SET_ITEM(result, 1, pidfd_obj);
+            PyTuple_SET_ITEM(result, 2, zero);
+            PyTuple_SET_ITEM(result, 3, Py_NewRef(Py_None));
+            if (pid_obj == NULL || pidfd_obj == NULL || zero == NULL) {
+                Py_CLEAR(result); /* the child is the receipt's already */
+            }
+        }
     }
 done:
     release(&o);
@@ -969,9 +1046,9 @@ done:
 }
 
 static PyObject *
-native_spawn(PyObject *module, PyObject *args)
+native_spawn(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    return spawn_with_flags(args, 0, 0);
+    return spawn_with_flags(args, nargs, 0, 0);
 }
 
 /* --- kill="namespace": a PID namespace per child ---------------------------------- */
@@ -984,9 +1061,9 @@ native_spawn(PyObject *module, PyObject *args)
  * pdeathsig and watches its lifeline, which also closes the race that check is for.
  */
 static PyObject *
-native_spawn_pid_namespace_init(PyObject *module, PyObject *args)
+native_spawn_pid_namespace_init(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    return spawn_with_flags(args, CLONE_NEWPID, 1);
+    return spawn_with_flags(args, nargs, CLONE_NEWPID, 1);
 }
 
 /*
@@ -998,14 +1075,13 @@ native_spawn_pid_namespace_init(PyObject *module, PyObject *args)
  * see it is what clone returned.
  */
 static PyObject *
-native_spawn_in_pid_namespace(PyObject *module, PyObject *args)
+native_spawn_in_pid_namespace(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    Py_ssize_t n = PyTuple_GET_SIZE(args);
-    if (n < 1) {
+    if (nargs < 1) {
         PyErr_SetString(PyExc_TypeError, "spawn_in_pid_namespace needs the init's pidfd");
         return NULL;
     }
-    long init_pidfd = PyLong_AsLong(PyTuple_GET_ITEM(args, 0));
+    long init_pidfd = PyLong_AsLong(args[0]);
     if (init_pidfd == -1 && PyErr_Occurred()) {
         return NULL;
     }
@@ -1013,23 +1089,22 @@ native_spawn_in_pid_namespace(PyObject *module, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "init_pidfd must be an open fd");
         return NULL;
     }
-    PyObject *rest = PyTuple_GetSlice(args, 1, n);
-    if (rest == NULL) {
+    if (nargs - 1 != SPAWN_NARGS) {
+        PyErr_Format(PyExc_TypeError, "spawn() takes %d arguments (%zd given)", SPAWN_NARGS,
+                     nargs - 1);
         return NULL;
     }
     int home = open("/proc/thread-self/ns/pid", O_RDONLY | O_CLOEXEC);
     if (home < 0) {
-        Py_DECREF(rest);
         return PyErr_SetFromErrnoWithFilename(PyExc_OSError, "/proc/thread-self/ns/pid");
     }
     if (setns((int)init_pidfd, CLONE_NEWPID) < 0) {
         int error = errno;
         close(home);
-        Py_DECREF(rest);
         errno = error;
         return PyErr_SetFromErrno(PyExc_OSError);
     }
-    PyObject *result = spawn_with_flags(rest, 0, 1);
+    PyObject *result = spawn_with_flags(args + 1, nargs - 1, 0, 1);
     if (setns(home, CLONE_NEWPID) < 0) {
         /* Going back to our own namespace cannot be refused to a thread that could
          * leave it; if it ever were, every later child of this thread would be born
@@ -1037,7 +1112,6 @@ native_spawn_in_pid_namespace(PyObject *module, PyObject *args)
         Py_FatalError("tether: cannot return to our own PID namespace after a spawn");
     }
     close(home);
-    Py_DECREF(rest);
     return result;
 }
 
@@ -1185,9 +1259,10 @@ native_pidfd_autokill(PyObject *module, PyObject *unused)
 }
 
 static PyObject *native_reap_pidfd(PyObject *module, PyObject *arg); /* see the end */
+static PyObject *native_wait_readable(PyObject *module, PyObject *arg);
 
 static PyMethodDef methods[] = {
-    {"spawn", native_spawn, METH_VARARGS, spawn_doc},
+    {"spawn", (PyCFunction)(void (*)(void))native_spawn, METH_FASTCALL, spawn_doc},
     {"clone3_clear_sighand", native_clone3_clear_sighand, METH_VARARGS,
      "clone3_clear_sighand([enable]): whether children are cloned with clone3 and\n"
      "CLONE_CLEAR_SIGHAND (None until the first spawn tried; False where refused or\n"
@@ -1204,9 +1279,11 @@ static PyMethodDef methods[] = {
     {"pidfd_open_into", native_pidfd_open_into, METH_VARARGS,
      "pidfd_open_into(receipt, pid): pidfd_open(pid), also stored as receipt.pidfd\n"
      "before returning to Python."},
-    {"spawn_pid_namespace_init", native_spawn_pid_namespace_init, METH_VARARGS,
+    {"spawn_pid_namespace_init", (PyCFunction)(void (*)(void))native_spawn_pid_namespace_init,
+     METH_FASTCALL,
      "spawn_pid_namespace_init(*spawn args): spawn() as PID 1 of a new PID namespace."},
-    {"spawn_in_pid_namespace", native_spawn_in_pid_namespace, METH_VARARGS,
+    {"spawn_in_pid_namespace", (PyCFunction)(void (*)(void))native_spawn_in_pid_namespace,
+     METH_FASTCALL,
      "spawn_in_pid_namespace(init_pidfd, *spawn args): spawn() into the PID namespace\n"
      "of the init that init_pidfd names; the child is still ours."},
     {"pidfd_autokill", native_pidfd_autokill, METH_NOARGS,
@@ -1214,6 +1291,9 @@ static PyMethodDef methods[] = {
      "the probe failed for another reason. Namespace inits are cloned with it when it does."},
     {"clone_pidfd", native_clone_pidfd, METH_NOARGS,
      "Whether clone(CLONE_PIDFD) worked (None until the first spawn)."},
+    {"wait_readable", native_wait_readable, METH_O,
+     "wait_readable(fd): block until fd is readable (or hung up, or not open), with no\n"
+     "timeout; a signal handler that raises interrupts it, one that returns does not."},
     {"reap_pidfd", native_reap_pidfd, METH_O,
      "reap_pidfd(pidfd): waitid(P_PIDFD, pidfd, WEXITED | WNOHANG) with its rusage, as one\n"
      "system call; None while the child runs, else (si_code, si_status, user seconds,\n"
@@ -1239,6 +1319,12 @@ PyInit__spawner(void)
             return NULL;
         }
         at_fork_registered = 1;
+    }
+    if (pid_name == NULL && (pid_name = PyUnicode_InternFromString("pid")) == NULL) {
+        return NULL;
+    }
+    if (pidfd_name == NULL && (pidfd_name = PyUnicode_InternFromString("pidfd")) == NULL) {
+        return NULL;
     }
     PyObject *module = PyModule_Create(&module_def);
     if (module == NULL) {
@@ -1313,4 +1399,41 @@ native_reap_pidfd(PyObject *module, PyObject *arg)
                          (double)usage.ru_utime.tv_sec + (double)usage.ru_utime.tv_usec / 1e6,
                          (double)usage.ru_stime.tv_sec + (double)usage.ru_stime.tv_usec / 1e6,
                          (long)usage.ru_maxrss * 1024L);
+}
+
+/*
+ * wait_readable(fd): the blocking half of a wait, as one call. select.poll() would
+ * build a poll object and register the fd first; every call after a child's exit
+ * runs with cold caches, and this one stands between a killed child and its reap.
+ * EINTR runs the Python signal handlers (PEP 475): one that raises ends the wait.
+ */
+static PyObject *
+native_wait_readable(PyObject *module, PyObject *arg)
+{
+    long fd = PyLong_AsLong(arg);
+    if (fd == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (fd < 0 || fd > INT_MAX) {
+        PyErr_SetString(PyExc_ValueError, "fd out of range");
+        return NULL;
+    }
+    struct pollfd entry = {.fd = (int)fd, .events = POLLIN};
+    for (;;) {
+        int ready, error;
+        Py_BEGIN_ALLOW_THREADS
+        ready = poll(&entry, 1, -1);
+        error = errno;
+        Py_END_ALLOW_THREADS
+        if (ready >= 0) {
+            Py_RETURN_NONE;
+        }
+        if (error != EINTR) {
+            errno = error;
+            return PyErr_SetFromErrno(PyExc_OSError);
+        }
+        if (PyErr_CheckSignals() < 0) {
+            return NULL;
+        }
+    }
 }

@@ -114,3 +114,7 @@ def reap_pidfd(pidfd: int, /) -> tuple[int, int, float, float, int] | None:
     """``waitid(P_PIDFD, pidfd, WEXITED | WNOHANG)`` with its rusage, as one system call:
     None while the child runs, else ``(si_code, si_status, user seconds, system seconds,
     max RSS in bytes)``. Raises ``ChildProcessError`` once someone else reaped it."""
+
+def wait_readable(fd: int, /) -> None:
+    """Block until *fd* is readable (or hung up, or not open), with no timeout, as one
+    ``poll``; a signal handler that raises interrupts it, one that returns does not."""

@@ -110,6 +110,8 @@ def ineligible_reason(backend: ModuleType, plan: SpawnPlan) -> str | None:
 
 def choose_backend(plan: SpawnPlan, requested: str) -> ModuleType:
     """The backend module that will run *plan*: the one *requested*, or the first that fits."""
+    if requested == "auto" and plan.preexec_fn is None and AUTO_ORDER[0] == _native.NAME:
+        return _native  # it refuses nothing else (REFUSES): the one check a plain spawn makes
     if requested == "auto":
         for name in AUTO_ORDER:
             candidate = BACKENDS[name]
@@ -141,11 +143,15 @@ def start_child(
     :func:`undo`, which is how an interrupt at any point leaves nothing behind.
     """
     prepare_stdio(plan, stdio)
-    in_main = threading.current_thread() is threading.main_thread()
-    if (plan.pdeathsig and not in_main) or (in_main and not backend.RECORDS_IN_C):
+    if (plan.pdeathsig or not backend.RECORDS_IN_C) and _needs_spawner_thread(plan, backend):
         job = Job(backend.spawn, (plan, stdio, receipt))
         receipt.job = job
         run_in_spawner_thread(job)
     else:
         backend.spawn(plan, stdio, receipt)
     stdio.close_child_only()
+
+
+def _needs_spawner_thread(plan: SpawnPlan, backend: ModuleType) -> bool:
+    in_main = threading.current_thread() is threading.main_thread()
+    return bool((plan.pdeathsig and not in_main) or (in_main and not backend.RECORDS_IN_C))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from .. import _native
 from .._linux import _pidfd
-from ._plan import SpawnPlan
+from ._plan import RESTORED_SIGNALS, SpawnPlan
 from ._receipt import SpawnReceipt
 from ._stdio import ChildStdio
 
@@ -33,10 +33,10 @@ _STANDARD_FDS = (0, 1, 2)
 def spawn(plan: SpawnPlan, stdio: ChildStdio, receipt: SpawnReceipt) -> None:
     """Start the child of *plan* into *receipt* (stored in C), or raise :class:`SpawnError`."""
     # What a plain spawn does not use is passed as a shared empty tuple, not rebuilt.
-    kept, cgroup_procs = plan.kept_fds, stdio.cgroup_procs
+    cgroup_procs = stdio.cgroup_procs
     keep = (
-        sorted({0, 1, 2, *kept, cgroup_procs} - {-1})
-        if kept or cgroup_procs >= 0
+        sorted({0, 1, 2, *plan.kept_fds, cgroup_procs} - {-1})
+        if plan.pass_fds or plan.extra_fds or cgroup_procs >= 0
         else _STANDARD_FDS
     )
     fd_map = [fd for pair in stdio.fd_map for fd in pair] if stdio.fd_map else ()
@@ -50,7 +50,7 @@ def spawn(plan: SpawnPlan, stdio: ChildStdio, receipt: SpawnReceipt) -> None:
         fd_map,
         keep,
         [fd for fd in plan.pass_fds if fd > 2] if plan.pass_fds else (),
-        plan.default_signals,
+        RESTORED_SIGNALS if plan.restore_signals else (),
         limits,
         plan.groups,
         plan.start_new_session,

@@ -31,7 +31,12 @@ PIPE = subprocess.PIPE
 STDOUT = subprocess.STDOUT
 DEVNULL = subprocess.DEVNULL
 
-_RESTORED_SIGNALS = (int(signal.SIGPIPE), int(signal.SIGXFSZ))
+# Bytes are searched for one byte by its value: ``47 in data`` is a plain scan, where
+# ``b"/" in data`` first tries the operand as an integer and formats a TypeError.
+_NUL, _SLASH, _EQUALS = 0, ord("/"), ord("=")
+
+RESTORED_SIGNALS = (int(signal.SIGPIPE), int(signal.SIGXFSZ))
+"""The signals Python ignores and a child gets back at their default action."""
 _MAX_FD = 2**31 - 1  # an fd is a C int
 _MAX_PID = 2**22  # PID_MAX_LIMIT on 64-bit Linux
 _NO_ID = 2**32 - 1  # (uid_t)-1 means "unchanged" to the kernel
@@ -160,9 +165,14 @@ SETUP_OPTIONS = (
 """The options that set the child up between fork and exec: only some backends can."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SpawnPlan:
-    """Everything a backend needs to start one child, already validated and encoded."""
+    """Everything a backend needs to start one child, already validated and encoded.
+
+    Treated as immutable: amended with ``dataclasses.replace``, never in place. It is not
+    declared frozen because a frozen dataclass's ``__init__`` sets each of its fields
+    through ``object.__setattr__``, which costs a plain spawn about 3 µs.
+    """
 
     args: tuple[str, ...]
     """The argv as text, for error messages and ``Process.args``."""
@@ -215,7 +225,7 @@ class SpawnPlan:
     def default_signals(self) -> tuple[int, ...]:
         """Signals reset to their default action in the child: SIGPIPE and SIGXFSZ, which
         Python ignores, unless ``restore_signals=False``."""
-        return _RESTORED_SIGNALS if self.restore_signals else ()
+        return RESTORED_SIGNALS if self.restore_signals else ()
 
     def failure(
         self, code: int | None, stage: SpawnStage, strerror: str | None = None
@@ -322,7 +332,7 @@ def make_plan(argv: Iterable[StrOrBytesPath], **options: Unpack[SpawnOptions]) -
     groups = None if extra_groups is None else tuple(_group_ids(extra_groups))
     program = (
         named
-        if b"/" in named
+        if _SLASH in named
         else resolve_program(named, _search_path(encoded_env), encoded_cwd, args)
     )
     return SpawnPlan(
@@ -356,7 +366,7 @@ def _plain_plan(args: tuple[str, ...], argv: tuple[bytes, ...]) -> SpawnPlan:
     named = argv[0]
     if not named:
         raise ValueError("the program name must not be empty")
-    program = named if b"/" in named else resolve_program(named, _search_path(None), None, args)
+    program = named if _SLASH in named else resolve_program(named, _search_path(None), None, args)
     # positional, in field order: args .. restore_signals; the rest keep their defaults
     return SpawnPlan(
         args,
@@ -386,7 +396,7 @@ def _encode_argv(argv: Iterable[StrOrBytesPath]) -> tuple[tuple[str, ...], tuple
     encoded: list[bytes] = []
     for arg in argv:
         data = arg.encode(_FS_ENCODING, _FS_ERRORS) if type(arg) is str else os.fsencode(arg)
-        if b"\0" in data:
+        if _NUL in data:
             raise ValueError(f"argv contains a NUL byte: {arg!r}")
         encoded.append(data)
         texts.append(data.decode(_FS_ENCODING, _FS_ERRORS))
@@ -451,7 +461,7 @@ def resolve_program(
     are skipped, and when nothing fits the error is EACCES if such a file was seen
     (as ``execvp`` reports), ENOENT otherwise.
     """
-    if b"/" in name:
+    if _SLASH in name:
         return name
     saw_unexecutable = False
     for entry in search_path.split(b":"):
@@ -475,7 +485,7 @@ def _search_path(env: Mapping[bytes, bytes] | None) -> bytes:
 
 def _encode(value: StrOrBytesPath, what: str) -> bytes:
     encoded = os.fsencode(value)
-    if b"\0" in encoded:
+    if _NUL in encoded:
         raise ValueError(f"{what} contains a NUL byte: {value!r}")
     return encoded
 
@@ -486,7 +496,7 @@ def _encode_env(env: Mapping[str, str] | Mapping[bytes, bytes]) -> dict[bytes, b
     encoded: dict[bytes, bytes] = {}
     for key, value in env.items():
         name = _encode(key, "an environment variable name")
-        if not name or b"=" in name:
+        if not name or _EQUALS in name:
             raise ValueError(f"illegal environment variable name: {key!r}")
         encoded[name] = _encode(value, f"environment variable {key!r}")
     return encoded
