@@ -789,21 +789,37 @@ number_array(struct owned *o, PyObject *seq, Py_ssize_t *count)
     return array;
 }
 
+static int
+int_arg(PyObject *obj, int *out)
+{
+    long value = PyLong_AsLong(obj);
+    if (value == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (value < INT_MIN || value > INT_MAX) {
+        PyErr_SetString(PyExc_OverflowError, "value does not fit in a C int");
+        return -1;
+    }
+    *out = (int)value;
+    return 0;
+}
+
 static int *
 int_array(struct owned *o, PyObject *seq, Py_ssize_t *count)
 {
-    long long *numbers = number_array(o, seq, count);
-    if (numbers == NULL) {
+    PyObject *fast = PySequence_Fast(seq, "expected a sequence of ints");
+    if (fast == NULL) {
         return NULL;
     }
-    int *array = own(o, sizeof(int) * (size_t)*count);
-    for (Py_ssize_t i = 0; array != NULL && i < *count; i++) {
-        if (numbers[i] < INT_MIN || numbers[i] > INT_MAX) {
-            PyErr_SetString(PyExc_OverflowError, "value does not fit in a C int");
-            return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
+    int *array = own(o, sizeof(int) * (size_t)n);
+    for (Py_ssize_t i = 0; array != NULL && i < n; i++) {
+        if (int_arg(PySequence_Fast_GET_ITEM(fast, i), &array[i]) < 0) {
+            array = NULL;
         }
-        array[i] = (int)numbers[i];
     }
+    Py_DECREF(fast);
+    *count = n;
     return array;
 }
 
@@ -860,21 +876,6 @@ record_child(PyObject *receipt, pid_t pid, int pidfd)
     PyErr_Clear();
     PyErr_Restore(type, value, traceback);
     return -1;
-}
-
-static int
-int_arg(PyObject *obj, int *out)
-{
-    long value = PyLong_AsLong(obj);
-    if (value == -1 && PyErr_Occurred()) {
-        return -1;
-    }
-    if (value < INT_MIN || value > INT_MAX) {
-        PyErr_SetString(PyExc_OverflowError, "value does not fit in a C int");
-        return -1;
-    }
-    *out = (int)value;
-    return 0;
 }
 
 static int
@@ -1395,10 +1396,25 @@ native_reap_pidfd(PyObject *module, PyObject *arg)
     if (info.si_pid == 0) {
         Py_RETURN_NONE;
     }
-    return Py_BuildValue("(iiddl)", info.si_code, info.si_status,
-                         (double)usage.ru_utime.tv_sec + (double)usage.ru_utime.tv_usec / 1e6,
-                         (double)usage.ru_stime.tv_sec + (double)usage.ru_stime.tv_usec / 1e6,
-                         (long)usage.ru_maxrss * 1024L);
+    /* Built by hand: Py_BuildValue parses its format string on every reap. */
+    PyObject *items[5] = {
+        PyLong_FromLong(info.si_code),
+        PyLong_FromLong(info.si_status),
+        PyFloat_FromDouble((double)usage.ru_utime.tv_sec + (double)usage.ru_utime.tv_usec / 1e6),
+        PyFloat_FromDouble((double)usage.ru_stime.tv_sec + (double)usage.ru_stime.tv_usec / 1e6),
+        PyLong_FromLong((long)usage.ru_maxrss * 1024L),
+    };
+    PyObject *result = PyTuple_New(5);
+    for (int i = 0; i < 5; i++) {
+        if (items[i] == NULL || result == NULL) {
+            Py_CLEAR(result);
+            Py_XDECREF(items[i]);
+        }
+        else {
+            PyTuple_SET_ITEM(result, i, items[i]);
+        }
+    }
+    return result; /* NULL only without memory: the status is lost, as a failed alloc loses it */
 }
 
 /*

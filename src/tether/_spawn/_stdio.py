@@ -13,24 +13,29 @@ from __future__ import annotations
 
 import fcntl
 import os
-from dataclasses import dataclass, field
 
 from .._errors import SpawnError
 from ._plan import DEVNULL, PIPE, STDOUT, SpawnPlan
 
 
-@dataclass(slots=True)
 class ChildStdio:
-    """The fds prepared for one spawn, and who closes them when."""
+    """The fds prepared for one spawn, and who closes them when.
 
-    fd_map: list[tuple[int, int]] = field(default_factory=list)
-    """``(source, target)`` pairs to ``dup2`` in the child, targets in increasing order."""
-    parent_ends: dict[int, int] = field(default_factory=dict)
-    """Our end of each pipe, by the child's fd number (0, 1, 2)."""
-    child_only: list[int] = field(default_factory=list)
-    """fds the parent closes as soon as the child exists."""
-    cgroup_procs: int = -1
-    """The ``cgroup.procs`` file the child writes itself into; -1 for none."""
+    A plain class, not a dataclass: every spawn makes one, and the dataclass ``__init__``
+    calls a factory for each of its three containers.
+    """
+
+    __slots__ = ("cgroup_procs", "child_only", "fd_map", "parent_ends")
+
+    def __init__(self) -> None:
+        self.fd_map: list[tuple[int, int]] = []
+        """``(source, target)`` pairs to ``dup2`` in the child, targets in increasing order."""
+        self.parent_ends: dict[int, int] = {}
+        """Our end of each pipe, by the child's fd number (0, 1, 2)."""
+        self.child_only: list[int] = []
+        """fds the parent closes as soon as the child exists."""
+        self.cgroup_procs = -1
+        """The ``cgroup.procs`` file the child writes itself into; -1 for none."""
 
     def close_child_only(self) -> None:
         """Close what only the child needed (after a spawn, successful or not).
@@ -55,20 +60,20 @@ class ChildStdio:
 def prepare_stdio(plan: SpawnPlan, stdio: ChildStdio) -> None:
     """Create the pipes and /dev/null fds that *plan* asks for, and the fd map, in *stdio*.
 
-    The caller owns *stdio* from before the first fd exists and closes it on failure.
+    The caller owns *stdio* from before the first fd exists and closes it on failure. A
+    child that inherits our standard streams needs nothing made.
     """
-    _fill(stdio, plan)
+    if (
+        plan.stdin is not None
+        or plan.stdout is not None
+        or plan.stderr is not None
+        or plan.cgroup is not None
+        or plan.extra_fds
+    ):
+        _fill(stdio, plan)
 
 
 def _fill(stdio: ChildStdio, plan: SpawnPlan) -> None:
-    if (
-        plan.stdin is None
-        and plan.stdout is None
-        and plan.stderr is None
-        and plan.cgroup is None
-        and not plan.extra_fds
-    ):
-        return  # the child inherits our standard streams: nothing to make
     if plan.cgroup is not None:
         stdio.cgroup_procs = _open_cgroup_procs(plan)
         stdio.child_only.append(stdio.cgroup_procs)
