@@ -305,3 +305,21 @@ def test_the_c_stage_names_are_the_python_literal() -> None:
     assert set(c_stages) <= set(python_stages)
     assert set(python_stages) - set(c_stages) == {"fork", "preexec_fn"}
     assert list(c_stages) == [stage for stage in python_stages if stage in c_stages]
+
+
+def test_the_stub_file_declares_exactly_what_the_extension_exports() -> None:
+    """``_spawner.pyi`` is what mypy checks callers against: a function missing from it,
+    or one it names that the C module no longer has, would go unnoticed."""
+    import ast
+
+    from tether._native import spawner
+
+    stub = Path(tether._native.__file__).with_name("_spawner.pyi")
+    body = ast.parse(stub.read_text()).body
+    declared = {node.name for node in body if isinstance(node, ast.FunctionDef)} | {
+        node.target.id
+        for node in body
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
+    }
+    exported = {name for name in vars(spawner) if not name.startswith("_")}
+    assert declared == exported
