@@ -23,6 +23,7 @@ from types import FrameType
 import pytest
 
 import tether
+from tests.spawn_paths import python_posix_spawn
 from tether._core._reaper import REAPER
 
 PY = sys.executable
@@ -80,7 +81,9 @@ def _start_tethers_threads() -> None:
     An interrupt inside ``threading.Thread.start`` itself leaves CPython's own thread
     bookkeeping confused (``KeyError`` in ``_limbo``), whoever started the thread.
     """
-    tether.spawn(["true"], backend="posix_spawn").wait()  # the spawner thread
+    with pytest.MonkeyPatch.context() as patch:
+        python_posix_spawn(patch)  # os.posix_spawn runs on the spawner thread
+        tether.spawn(["true"], backend="posix_spawn").wait()
     handed_over = tether.spawn(["sh", "-c", "read line"], stdin=tether.PIPE)
     handed_over.detach()  # the reaper thread
     assert handed_over.stdin is not None
@@ -162,9 +165,13 @@ def test_a_supervisor_body_interrupted_while_spawning_leaves_nothing_running() -
     assert all(process.status == tether.Signaled(signal.SIGTERM) for process in started)
 
 
-def test_the_spawner_thread_undoes_a_spawn_its_caller_abandoned() -> None:
-    """posix_spawn from the main thread runs on the spawner thread; a caller interrupted
-    while it waits leaves the job, and the thread kills and reaps the child."""
+def test_the_spawner_thread_undoes_a_spawn_its_caller_abandoned(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """os.posix_spawn (no extension) from the main thread runs on the spawner thread; a
+    caller interrupted while it waits leaves the job, and the thread kills and reaps the
+    child."""
+    python_posix_spawn(monkeypatch)
     done, interrupted = _storm_loop(lambda: tether.spawn(["sleep", "60"], backend="posix_spawn"))
     assert interrupted > 0
     for process in done:

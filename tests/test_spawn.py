@@ -17,7 +17,9 @@ import pytest
 import tether
 import tether._native
 import tether._spawn
+from tests.spawn_paths import python_posix_spawn
 from tether._linux import _pidfd
+from tether._spawn import _posix_spawn
 
 PY = sys.executable
 LIST_FDS = (  # the fd that listdir used is closed again by the time exists() looks
@@ -285,7 +287,8 @@ def fd_above_soft_limit() -> Iterator[int]:
 def test_inheritable_fd_above_the_soft_limit_never_reaches_the_child(
     backend: str, fd_above_soft_limit: int
 ) -> None:
-    if backend == "posix_spawn":  # glibc cannot name it in a file action: refused, clearly
+    if backend == "posix_spawn" and not _posix_spawn._closes_from:
+        # without closefrom, glibc cannot name it in a file action: refused, clearly
         with pytest.raises(tether.SpawnError, match="above the soft RLIMIT_NOFILE") as caught:
             tether.spawn(["true"], backend=backend)
         assert (caught.value.errno, caught.value.stage) == (errno.EBADF, "close_fds")
@@ -297,6 +300,7 @@ def test_auto_passes_over_posix_spawn_when_an_fd_above_the_limit_would_leak(
     fd_above_soft_limit: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(tether._spawn, "AUTO_ORDER", ("posix_spawn", "fork"))  # no extension
+    python_posix_spawn(monkeypatch)
     process = tether.spawn([PY, "-c", LIST_FDS], stdout=tether.PIPE)
     with process:
         assert process.stdout is not None
@@ -360,6 +364,7 @@ def test_pidfd_shortage_falls_back_for_that_child(monkeypatch: pytest.MonkeyPatc
         raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
 
     monkeypatch.setattr(os, "pidfd_open", no_more_fds)
+    python_posix_spawn(monkeypatch)  # the C spawn's shortage: tests/test_posix_spawn_c.py
     # posix_spawn's child gets its pidfd in C, recorded before control returns
     monkeypatch.setattr(tether._native.spawner, "pidfd_open_into", no_more_fds)
     process = tether.spawn(["sh", "-c", "exit 4"], backend="posix_spawn")

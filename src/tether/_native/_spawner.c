@@ -1259,6 +1259,421 @@ native_pidfd_autokill(PyObject *module, PyObject *unused)
     return PyBool_FromLong(works);
 }
 
+/* --- posix_spawn_into: the posix_spawn backend, its child recorded in C ------------
+ *
+ * The hazard is the same as for spawn(): a pid that is only a return value is lost if a
+ * Python signal handler raises before it is stored. os.posix_spawn returns its pid, so
+ * the posix_spawn backend used to hop to tether's spawner thread from the main thread.
+ * Here glibc's (or musl's) posix_spawn runs with the GIL released, the pidfd is opened
+ * right after, and both are written into the receipt (record_child) before control
+ * returns to Python: no hop, and nothing can raise in between.
+ *
+ * The child must keep exactly fds 0-2 (per the fd map), the fd map's other targets and
+ * pass_fds; every other inheritable fd of ours is closed in it (close-on-exec ones go
+ * at exec anyway). With posix_spawn_file_actions_addclosefrom_np (glibc 2.34) that is
+ * one closefrom above the highest kept fd, which also reaches fds above the soft
+ * RLIMIT_NOFILE (close_range does not care about the limit), plus a close action for
+ * each inheritable fd below it, found with F_GETFD, without listing /proc/self/fd.
+ * Without it (older glibc, musl), /proc/self/fd is listed and each inheritable fd gets
+ * a close action; glibc refuses one at or above the soft limit (EBADF), reported as
+ * stage "close_fds" with that fd, and so is the rare closefrom glibc refuses because
+ * the highest kept fd is just below the limit while an inheritable fd lies above it.
+ */
+#include <spawn.h>
+
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 34))
+#define HAVE_SPAWN_CLOSEFROM 1
+static int spawn_closefrom = 1; /* 0: list, as without it (switched off by the tests) */
+#else
+static int spawn_closefrom = 0;
+#endif
+
+/* Above this many fds between 3 and the highest kept one, listing costs less than F_GETFD. */
+#define SPAWN_PROBE_RANGE 64
+
+struct spawn_kept {
+    int *fds; /* sorted, unique, 0..2 included */
+    Py_ssize_t n;
+};
+
+static int
+is_kept(const struct spawn_kept *kept, int fd)
+{
+    return contains(kept->fds, kept->n, fd);
+}
+
+/* Add a close action for an inheritable fd that is not kept; EBADF names it in *bad_fd. */
+static int
+add_close_if_inheritable(posix_spawn_file_actions_t *actions, const struct spawn_kept *kept,
+                         int fd, int *bad_fd)
+{
+    if (is_kept(kept, fd)) {
+        return 0;
+    }
+    int flags = fcntl(fd, F_GETFD);
+    if (flags < 0 || (flags & FD_CLOEXEC)) {
+        return 0; /* not open, or closed at exec */
+    }
+    int error = posix_spawn_file_actions_addclose(actions, fd);
+    if (error == EBADF) {
+        *bad_fd = fd; /* at or above the soft RLIMIT_NOFILE */
+    }
+    return error;
+}
+
+/* Close actions for the inheritable, unkept fds in [low, high) that /proc/self/fd lists. */
+static int
+add_listed_closes(posix_spawn_file_actions_t *actions, const struct spawn_kept *kept, int low,
+                  long high, int *bad_fd)
+{
+    char buffer[2048];
+    int dir = open("/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dir < 0) {
+        return errno;
+    }
+    int error = 0;
+    for (;;) {
+        long got = syscall(SYS_getdents64, dir, buffer, sizeof buffer);
+        if (got <= 0) {
+            error = got < 0 ? errno : 0;
+            break;
+        }
+        for (long offset = 0; offset < got && error == 0;) {
+            struct linux_dirent64 *entry = (struct linux_dirent64 *)(buffer + offset);
+            offset += entry->d_reclen;
+            const char *c = entry->d_name;
+            if (*c < '0' || *c > '9') {
+                continue;
+            }
+            long fd = 0;
+            for (; *c >= '0' && *c <= '9' && fd <= INT_MAX; c++) {
+                fd = fd * 10 + (*c - '0');
+            }
+            if (fd >= low && fd < high && fd != dir) {
+                error = add_close_if_inheritable(actions, kept, (int)fd, bad_fd);
+            }
+        }
+        if (error != 0) {
+            break;
+        }
+    }
+    close(dir);
+    return error;
+}
+
+static int
+add_fd_closes(posix_spawn_file_actions_t *actions, const struct spawn_kept *kept, int *bad_fd)
+{
+    int top = kept->fds[kept->n - 1];
+#ifdef HAVE_SPAWN_CLOSEFROM
+    if (!spawn_closefrom) {
+        return add_listed_closes(actions, kept, 3, LONG_MAX, bad_fd);
+    }
+    int error = 0;
+    if (top - 3 > SPAWN_PROBE_RANGE) {
+        error = add_listed_closes(actions, kept, 3, top, bad_fd);
+    }
+    else {
+        for (int fd = 3; fd < top && error == 0; fd++) {
+            error = add_close_if_inheritable(actions, kept, fd, bad_fd);
+        }
+    }
+    if (error != 0) {
+        return error;
+    }
+    error = posix_spawn_file_actions_addclosefrom_np(actions, top + 1);
+    if (error == EBADF) {
+        /* top + 1 is at or above the soft limit: only what lies above it is in question */
+        return add_listed_closes(actions, kept, top + 1, LONG_MAX, bad_fd);
+    }
+    return error;
+#else
+    (void)top;
+    return add_listed_closes(actions, kept, 3, LONG_MAX, bad_fd);
+#endif
+}
+
+static int
+compare_ints(const void *left, const void *right)
+{
+    int a = *(const int *)left, b = *(const int *)right;
+    return (a > b) - (a < b);
+}
+
+/* Each target of fd_map (a list of (source, target) pairs) and each of pass_fds. */
+static int
+read_fd_plan(PyObject *fd_map, PyObject *pass_fds, posix_spawn_file_actions_t *actions,
+             struct owned *o, struct spawn_kept *kept, int *action_error)
+{
+    PyObject *map = PySequence_Fast(fd_map, "fd_map must be a sequence of pairs");
+    if (map == NULL) {
+        return -1;
+    }
+    PyObject *passed = PySequence_Fast(pass_fds, "pass_fds must be a sequence of ints");
+    if (passed == NULL) {
+        Py_DECREF(map);
+        return -1;
+    }
+    Py_ssize_t n_map = PySequence_Fast_GET_SIZE(map), n_pass = PySequence_Fast_GET_SIZE(passed);
+    int result = -1;
+    kept->fds = own(o, sizeof(int) * (size_t)(3 + n_map + n_pass));
+    if (kept->fds == NULL) {
+        goto done;
+    }
+    kept->n = 0;
+    for (int fd = 0; fd < 3; fd++) {
+        kept->fds[kept->n++] = fd;
+    }
+    for (Py_ssize_t i = 0; i < n_map; i++) {
+        int source, target;
+        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(map, i), "ii", &source, &target)) {
+            goto done;
+        }
+        if (*action_error == 0) {
+            *action_error = posix_spawn_file_actions_adddup2(actions, source, target);
+        }
+        kept->fds[kept->n++] = target;
+    }
+    for (Py_ssize_t i = 0; i < n_pass; i++) {
+        long fd = PyLong_AsLong(PySequence_Fast_GET_ITEM(passed, i));
+        if (fd == -1 && PyErr_Occurred()) {
+            goto done;
+        }
+        if (fd < 0 || fd > INT_MAX) {
+            PyErr_SetString(PyExc_ValueError, "pass_fds must be open fds");
+            goto done;
+        }
+        if (fd > 2) {
+            if (*action_error == 0) {
+                /* the same fd twice: glibc clears its close-on-exec flag in the child */
+                *action_error = posix_spawn_file_actions_adddup2(actions, (int)fd, (int)fd);
+            }
+            kept->fds[kept->n++] = (int)fd;
+        }
+    }
+    qsort(kept->fds, (size_t)kept->n, sizeof(int), compare_ints);
+    Py_ssize_t unique = 0;
+    for (Py_ssize_t i = 0; i < kept->n; i++) {
+        if (unique == 0 || kept->fds[unique - 1] != kept->fds[i]) {
+            kept->fds[unique++] = kept->fds[i];
+        }
+    }
+    kept->n = unique;
+    result = 0;
+done:
+    Py_DECREF(map);
+    Py_DECREF(passed);
+    return result;
+}
+
+/* "name=value" strings for each item of the dict env, in one block. */
+static char **
+env_strings(struct owned *o, PyObject *env)
+{
+    if (!PyDict_Check(env)) {
+        PyErr_SetString(PyExc_TypeError, "env must be None or a dict of bytes to bytes");
+        return NULL;
+    }
+    Py_ssize_t n = PyDict_GET_SIZE(env), position = 0, size = 0;
+    PyObject *key, *value;
+    while (PyDict_Next(env, &position, &key, &value)) {
+        if (!PyBytes_Check(key) || !PyBytes_Check(value)) {
+            PyErr_SetString(PyExc_TypeError, "env must be None or a dict of bytes to bytes");
+            return NULL;
+        }
+        size += PyBytes_GET_SIZE(key) + PyBytes_GET_SIZE(value) + 2;
+    }
+    char **strings = own(o, sizeof(char *) * (size_t)(n + 1));
+    char *text = strings == NULL ? NULL : own(o, (size_t)size);
+    if (text == NULL) {
+        return NULL;
+    }
+    Py_ssize_t i = 0;
+    position = 0;
+    while (PyDict_Next(env, &position, &key, &value) && i < n) {
+        Py_ssize_t key_size = PyBytes_GET_SIZE(key), value_size = PyBytes_GET_SIZE(value);
+        strings[i++] = text;
+        memcpy(text, PyBytes_AS_STRING(key), (size_t)key_size);
+        text[key_size] = '=';
+        memcpy(text + key_size + 1, PyBytes_AS_STRING(value), (size_t)value_size);
+        text[key_size + 1 + value_size] = '\0';
+        text += key_size + value_size + 2;
+    }
+    strings[i] = NULL;
+    return strings;
+}
+
+/*
+ * After the spawn, a pidfd for the child, kept only if it names an unreaped child of
+ * ours: a child reaped behind our back (SIGCHLD ignored) may have left its pid to a
+ * stranger by now. *waitid_pidfd learns whether waitid(P_PIDFD) works (-1: not asked).
+ */
+static int
+open_own_pidfd(pid_t pid, int *pidfd_error, int *waitid_pidfd)
+{
+    int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+    if (pidfd < 0) {
+        *pidfd_error = errno;
+        return -1;
+    }
+    siginfo_t info;
+    memset(&info, 0, sizeof info);
+    if (waitid((idtype_t)3 /* P_PIDFD */, (id_t)pidfd, &info, WEXITED | WNOHANG | WNOWAIT) == 0) {
+        *waitid_pidfd = 1;
+    }
+    else if (errno == ECHILD) {
+        *waitid_pidfd = 1;
+        close(pidfd);
+        return -1;
+    }
+    else if (errno == EINVAL) {
+        *waitid_pidfd = 0; /* Linux 5.3: pidfds, no P_PIDFD yet; ours, as assumed there */
+    }
+    return pidfd;
+}
+
+PyDoc_STRVAR(posix_spawn_into_doc,
+"posix_spawn_into(receipt, program, argv, env, fd_map, pass_fds, new_session, pgid,\n"
+"                 default_signals, want_pidfd) -> (errno, stage, detail, waitid_pidfd)\n\n"
+"posix_spawn(3) of program, the child stored as receipt.pid and receipt.pidfd\n"
+"(None without one) before returning. env None passes the C environ, else a dict\n"
+"of bytes; fd_map is a sequence of (source, target) pairs; pgid -1 leaves the\n"
+"process group alone. On success errno is 0, stage None, detail the errno of a\n"
+"failed pidfd_open (0 if none), waitid_pidfd 1 or 0 when the pidfd check learnt\n"
+"whether waitid(P_PIDFD) works (-1 if not asked). On failure nothing is left,\n"
+"stage names the step and detail the fd that could not be closed (-1 for others).");
+
+static PyObject *
+native_posix_spawn_into(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 10) {
+        PyErr_Format(PyExc_TypeError, "posix_spawn_into takes 10 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    PyObject *receipt = args[0], *program = args[1], *env = args[3];
+    if (!PyBytes_Check(program)) {
+        PyErr_SetString(PyExc_TypeError, "program must be bytes");
+        return NULL;
+    }
+    int new_session = PyObject_IsTrue(args[6]);
+    long pgid = PyLong_AsLong(args[7]);
+    int want_pidfd = PyObject_IsTrue(args[9]);
+    if (new_session < 0 || (pgid == -1 && PyErr_Occurred()) || want_pidfd < 0) {
+        return NULL;
+    }
+    if (pgid < -1 || pgid > INT_MAX) {
+        PyErr_SetString(PyExc_ValueError, "pgid must be -1 or a process group id");
+        return NULL;
+    }
+#ifndef POSIX_SPAWN_SETSID
+    if (new_session) {
+        return Py_BuildValue("(isii)", ENOSYS, "setsid", -1, -1);
+    }
+#define POSIX_SPAWN_SETSID 0
+#endif
+    struct owned o = {0};
+    PyObject *result = NULL;
+    posix_spawn_file_actions_t actions;
+    posix_spawnattr_t attributes;
+    int error = posix_spawn_file_actions_init(&actions);
+    if (error != 0) {
+        errno = error;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    error = posix_spawnattr_init(&attributes);
+    if (error != 0) {
+        posix_spawn_file_actions_destroy(&actions);
+        errno = error;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    char **argv, **envp = NULL;
+    Py_ssize_t n_defaults;
+    int *defaults;
+    struct spawn_kept kept;
+    int fd_error = 0, bad_fd = -1;
+    if ((argv = string_array(&o, args[2], &o.argv_seq)) == NULL ||
+        (env != Py_None && (envp = env_strings(&o, env)) == NULL) ||
+        (defaults = int_array(&o, args[8], &n_defaults)) == NULL ||
+        read_fd_plan(args[4], args[5], &actions, &o, &kept, &fd_error) < 0) {
+        goto done;
+    }
+    if (fd_error != 0) {
+        result = Py_BuildValue("(isii)", fd_error, "fd_map", -1, -1);
+        goto done;
+    }
+    fd_error = add_fd_closes(&actions, &kept, &bad_fd);
+    if (fd_error != 0) {
+        result = Py_BuildValue("(isii)", fd_error, "close_fds", bad_fd, -1);
+        goto done;
+    }
+    sigset_t signals;
+    sigemptyset(&signals);
+    short flags = POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF;
+    error = posix_spawnattr_setsigmask(&attributes, &signals);
+    for (Py_ssize_t i = 0; error == 0 && i < n_defaults; i++) {
+        if (sigaddset(&signals, defaults[i]) != 0) {
+            error = errno;
+        }
+    }
+    if (error == 0) {
+        error = posix_spawnattr_setsigdefault(&attributes, &signals);
+    }
+    if (new_session) {
+        flags |= POSIX_SPAWN_SETSID;
+    }
+    if (pgid >= 0) {
+        flags |= POSIX_SPAWN_SETPGROUP;
+        if (error == 0) {
+            error = posix_spawnattr_setpgroup(&attributes, (pid_t)pgid);
+        }
+    }
+    if (error == 0) {
+        error = posix_spawnattr_setflags(&attributes, flags);
+    }
+    if (error != 0) {
+        result = Py_BuildValue("(isii)", error, "signals", -1, -1);
+        goto done;
+    }
+    const char *path = PyBytes_AS_STRING(program);
+    pid_t pid = 0;
+    int pidfd = -1, pidfd_error = 0, waitid_pidfd = -1;
+    Py_BEGIN_ALLOW_THREADS
+    error = posix_spawn(&pid, path, &actions, &attributes, argv, envp ? envp : environ);
+    if (error == 0 && want_pidfd) {
+        pidfd = open_own_pidfd(pid, &pidfd_error, &waitid_pidfd);
+    }
+    Py_END_ALLOW_THREADS
+    if (error != 0) {
+        /* glibc has reaped a child that failed; the file actions fail with EBADF */
+        const char *stage = error == EBADF ? "fd_map" : error == EAGAIN ? "fork" : "exec";
+        result = Py_BuildValue("(isii)", error, stage, -1, -1);
+    }
+    else if (record_child(receipt, pid, pidfd) == 0) {
+        result = Py_BuildValue("(iOii)", 0, Py_None, pidfd_error, waitid_pidfd);
+    }
+done:
+    posix_spawnattr_destroy(&attributes);
+    posix_spawn_file_actions_destroy(&actions);
+    release(&o);
+    return result;
+}
+
+static PyObject *
+native_posix_spawn_closes_from(PyObject *module, PyObject *args)
+{
+    int enable = -1;
+    if (!PyArg_ParseTuple(args, "|p:posix_spawn_closes_from", &enable)) {
+        return NULL;
+    }
+    int was = spawn_closefrom;
+#ifdef HAVE_SPAWN_CLOSEFROM
+    if (enable >= 0) {
+        spawn_closefrom = enable;
+    }
+#endif
+    return PyBool_FromLong(was);
+}
+
 static PyObject *native_reap_pidfd(PyObject *module, PyObject *arg); /* see the end */
 static PyObject *native_wait_readable(PyObject *module, PyObject *arg);
 
@@ -1280,6 +1695,12 @@ static PyMethodDef methods[] = {
     {"pidfd_open_into", native_pidfd_open_into, METH_VARARGS,
      "pidfd_open_into(receipt, pid): pidfd_open(pid), also stored as receipt.pidfd\n"
      "before returning to Python."},
+    {"posix_spawn_into", (PyCFunction)(void (*)(void))native_posix_spawn_into, METH_FASTCALL,
+     posix_spawn_into_doc},
+    {"posix_spawn_closes_from", native_posix_spawn_closes_from, METH_VARARGS,
+     "posix_spawn_closes_from([enable]): whether posix_spawn_into closes fds with\n"
+     "closefrom (glibc 2.34), not by listing /proc/self/fd. With enable False, it lists\n"
+     "from now on (for the tests of that path); True goes back where it was built."},
     {"spawn_pid_namespace_init", (PyCFunction)(void (*)(void))native_spawn_pid_namespace_init,
      METH_FASTCALL,
      "spawn_pid_namespace_init(*spawn args): spawn() as PID 1 of a new PID namespace."},

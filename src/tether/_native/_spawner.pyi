@@ -107,6 +107,28 @@ def fork_into(receipt: object, /) -> tuple[int, int]:
 def pidfd_open_into(receipt: object, pid: int, /) -> int:
     """``os.pidfd_open(pid)``, also stored as ``receipt.pidfd`` before returning."""
 
+def posix_spawn_into(
+    receipt: object,
+    program: bytes,
+    argv: Sequence[bytes],
+    env: dict[bytes, bytes] | None,
+    fd_map: Sequence[tuple[int, int]],
+    pass_fds: Sequence[int],
+    new_session: bool,
+    pgid: int,
+    default_signals: Sequence[int],
+    want_pidfd: bool,
+    /,
+) -> tuple[int, SpawnStage | None, int, int]:
+    """``posix_spawn(3)``, the child stored as ``receipt.pid`` and ``receipt.pidfd`` before
+    returning: ``(0, None, pidfd_open errno or 0, waitid(P_PIDFD) works: 1, 0 or -1)``;
+    ``(errno, stage, fd that could not be closed or -1, -1)`` on failure, nothing left."""
+
+def posix_spawn_closes_from(enable: bool = ..., /) -> bool:
+    """Whether ``posix_spawn_into`` closes fds with ``closefrom`` (glibc 2.34), not by listing
+    ``/proc/self/fd``; *enable* False makes it list from now on, True goes back (where
+    built with it)."""
+
 def dup_into(target: object, attribute: str, fd: int, /) -> int:
     """A close-on-exec dup of *fd*, also stored as ``target.attribute`` before returning."""
 
