@@ -8,6 +8,7 @@ status, never reap a running child, and report a foreign reap the same way.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import os
 import signal
@@ -253,3 +254,81 @@ def test_the_core_wait_uses_the_native_call_only_without_a_timeout(
     assert calls == [pipe[0]]
     assert _reap.wait_readable(pipe[0], 0.01) is False  # timed: select.poll, not the C call
     assert calls == [pipe[0]]
+
+
+@needs_native
+@pytest.mark.parametrize(
+    ("command", "signum", "expected"),
+    [
+        ("exit 0", 0, tether.Exited(0)),
+        ("exit 255", 0, tether.Exited(255)),
+        ("kill -TERM $$", 0, tether.Signaled(signal.SIGTERM)),
+        ("exec sleep 60", signal.SIGKILL, tether.Signaled(signal.SIGKILL)),
+        # a signal that Signals has no member for: built by decode_waitid instead
+        ("exec sleep 60", signal.SIGRTMIN + 3, tether.Signaled(int(signal.SIGRTMIN) + 3)),
+    ],
+)
+def test_the_status_built_in_c_equals_the_decoded_one(
+    command: str, signum: int, expected: tether.Status
+) -> None:
+    pid = os.posix_spawn("/bin/sh", ["sh", "-c", command], os.environ)
+    pidfd = os.pidfd_open(pid)
+    try:
+        if signum:
+            assert _pidfd.signal_pidfd(pidfd, signum)
+        assert _pidfd.wait_readable(pidfd, 30)
+        status = spawner.reap_status(pidfd)
+    finally:
+        os.close(pidfd)
+    assert status == expected
+    assert type(status) is type(expected)
+    assert status.returncode == expected.returncode
+    assert repr(dataclasses.replace(status, rusage=None)) == repr(expected)
+    assert hash(status) == hash(expected)
+    rusage = status.rusage
+    assert isinstance(rusage, tether.Rusage)
+    assert rusage.user_time >= 0.0
+    assert rusage.system_time >= 0.0
+    assert rusage.max_rss > 0
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        status.rusage = None  # type: ignore[misc]
+
+
+@needs_native
+def test_the_c_status_reports_a_running_child_and_a_foreign_reap(
+    child: tuple[int, int],
+) -> None:
+    pid, pidfd = child
+    assert _pidfd.signal_pidfd(pidfd, signal.SIGSTOP)
+    os.waitid(os.P_PID, pid, os.WSTOPPED | os.WNOWAIT)  # stopped, which is not exited
+    assert spawner.reap_status(pidfd) is None
+    assert _pidfd.signal_pidfd(pidfd, signal.SIGKILL)
+    os.waitpid(pid, 0)  # someone else reaps it
+    with pytest.raises(ChildProcessError):
+        spawner.reap_status(pidfd)
+    with pytest.raises(ValueError, match="out of range"):
+        spawner.reap_status(-1)
+
+
+@needs_native
+def test_status_types_are_checked_before_any_is_kept() -> None:
+    from tether._status import Exited, Rusage, Signaled, decode_waitid
+
+    signals = {member.value: member for member in signal.Signals}
+    with pytest.raises(TypeError, match="set_status_types"):
+        spawner.set_status_types(Exited, Signaled, Rusage)  # type: ignore[call-arg]
+
+    class NoSlots:
+        pass
+
+    with pytest.raises(AttributeError):
+        spawner.set_status_types(NoSlots, Signaled, Rusage, signals, decode_waitid)  # type: ignore[arg-type]
+
+    class PropertyNotSlot:
+        exit_code = property(lambda self: 0)
+        rusage = property(lambda self: None)
+
+    with pytest.raises(TypeError, match="is not an object slot"):
+        spawner.set_status_types(PropertyNotSlot, Signaled, Rusage, signals, decode_waitid)  # type: ignore[arg-type]
+    with tether.spawn(["sh", "-c", "exit 4"]) as process:  # what was set before still works
+        assert process.wait() == tether.Exited(4)

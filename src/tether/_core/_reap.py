@@ -5,23 +5,32 @@ Reaping is the last step of every wait, and each microsecond spent there is one 
 caller waits after its child is already dead: ``waitid(P_PIDFD)`` through ctypes builds
 argument objects and two C structures on every call, then the status is decoded in
 Python. The native extension (``_native/_spawner.c``) makes the same system call, rusage
-included, and hands back one tuple. It is used only once the kernel has accepted
-``P_PIDFD`` (``KERNEL.waitid_pidfd``), so Linux 5.3's EINVAL and its pid-based fallback
-stay in ``_linux._pidfd``, which is also the whole path when the extension is missing or
-older than this module. Either way the reap names the child by its pidfd, never by a pid.
+included, and builds the status itself: an ``Exited`` or a ``Signaled`` with its
+``Rusage``, stored field by field into the slots the classes read (anything rarer is
+decoded by ``decode_waitid``), so no Python frame runs between the reap and the answer.
+It is used only once the kernel has accepted ``P_PIDFD`` (``KERNEL.waitid_pidfd``), so
+Linux 5.3's EINVAL and its pid-based fallback stay in ``_linux._pidfd``, which is also
+the whole path when the extension is missing or older than this module. Either way the
+reap names the child by its pidfd, never by a pid.
 """
 
 from __future__ import annotations
 
+from signal import Signals
+
 from .._linux import _pidfd
 from .._linux._probes import KERNEL
 from .._native import available, spawner
-from .._status import Status, decode_waitid, rusage_of
+from .._status import Exited, Rusage, Signaled, Status, decode_waitid
 
 __all__ = ["reap_pidfd", "wait_readable"]
 
-_native_reap = getattr(spawner, "reap_pidfd", None) if available else None
+_native_reap = getattr(spawner, "reap_status", None) if available else None
 _native_wait = getattr(spawner, "wait_readable", None) if available else None
+if _native_reap is not None:
+    spawner.set_status_types(
+        Exited, Signaled, Rusage, {member.value: member for member in Signals}, decode_waitid
+    )
 
 
 def wait_readable(fd: int, timeout: float | None) -> bool:
@@ -41,8 +50,5 @@ def reap_pidfd(pidfd: int, pid: int) -> Status | None:
     """
     if _native_reap is None or KERNEL.waitid_pidfd is not True:
         return _pidfd.reap_pidfd(pidfd, pid)
-    result = _native_reap(pidfd)
-    if result is None:
-        return None
-    si_code, si_status, user_time, system_time, max_rss = result
-    return decode_waitid(si_code, si_status, rusage_of(user_time, system_time, max_rss))
+    status: Status | None = _native_reap(pidfd)
+    return status

@@ -1676,6 +1676,9 @@ native_posix_spawn_closes_from(PyObject *module, PyObject *args)
 
 static PyObject *native_reap_pidfd(PyObject *module, PyObject *arg); /* see the end */
 static PyObject *native_wait_readable(PyObject *module, PyObject *arg);
+static PyObject *native_set_status_types(PyObject *module, PyObject *const *args,
+                                         Py_ssize_t nargs);
+static PyObject *native_reap_status(PyObject *module, PyObject *arg);
 
 static PyMethodDef methods[] = {
     {"spawn", (PyCFunction)(void (*)(void))native_spawn, METH_FASTCALL, spawn_doc},
@@ -1713,6 +1716,14 @@ static PyMethodDef methods[] = {
      "the probe failed for another reason. Namespace inits are cloned with it when it does."},
     {"clone_pidfd", native_clone_pidfd, METH_NOARGS,
      "Whether clone(CLONE_PIDFD) worked (None until the first spawn)."},
+    {"set_status_types", (PyCFunction)(void (*)(void))native_set_status_types, METH_FASTCALL,
+     "set_status_types(Exited, Signaled, Rusage, signals, decode): the classes reap_status\n"
+     "builds, the Signals member of each signal number, and the function that decodes\n"
+     "any other waitid result (decode(si_code, si_status, rusage))."},
+    {"reap_status", native_reap_status, METH_O,
+     "reap_status(pidfd): reap_pidfd(), with the status built here: None while the child\n"
+     "runs, else an Exited or Signaled (anything rarer comes from decode). Needs\n"
+     "set_status_types first."},
     {"wait_readable", native_wait_readable, METH_O,
      "wait_readable(fd): block until fd is readable (or hung up, or not open), with no\n"
      "timeout; a signal handler that raises interrupts it, one that returns does not."},
@@ -1873,4 +1884,179 @@ native_wait_readable(PyObject *module, PyObject *arg)
             return NULL;
         }
     }
+}
+
+/*
+ * reap_status(pidfd): the reap and the status it ends with, in one call. After a child's
+ * exit every Python frame and bytecode runs on caches the exit evicted, and a waiter
+ * pays for each one before it gets its answer; so the common statuses (Exited with a
+ * code, Signaled by a known signal) and their Rusage are built here, the way
+ * _status.decode_waitid builds them: the instance allocated by its type and each field
+ * stored in the slot the class reads it from, as the dataclass __init__ would store it.
+ */
+static PyTypeObject *exited_type, *signaled_type, *rusage_type;
+static PyObject *signal_members, *decode_other;
+static Py_ssize_t exit_code_at, exited_rusage_at, signal_at, core_dumped_at, signaled_rusage_at;
+static Py_ssize_t user_time_at, system_time_at, max_rss_at;
+
+#ifndef Py_T_OBJECT_EX /* before 3.12, the member constants had other names */
+#include <structmember.h>
+#define Py_T_OBJECT_EX T_OBJECT_EX
+#define Py_READONLY READONLY
+#endif
+
+/* The offset of the object slot that instances of type read field from (the nearest
+ * along the MRO, as attribute lookup finds it), or -1 with an exception set. */
+static Py_ssize_t
+slot_offset(PyTypeObject *type, const char *field)
+{
+    PyObject *descriptor = PyObject_GetAttrString((PyObject *)type, field);
+    if (descriptor == NULL) {
+        return -1;
+    }
+    Py_ssize_t offset = -1;
+    if (PyObject_TypeCheck(descriptor, &PyMemberDescr_Type)) {
+        PyMemberDef *member = ((PyMemberDescrObject *)descriptor)->d_member;
+        if (member->type == Py_T_OBJECT_EX && !(member->flags & Py_READONLY)) {
+            offset = member->offset;
+        }
+    }
+    Py_DECREF(descriptor);
+    if (offset < 0) {
+        PyErr_Format(PyExc_TypeError, "%s.%s is not an object slot", type->tp_name, field);
+    }
+    return offset;
+}
+
+static PyObject *
+native_set_status_types(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 5 || !PyType_Check(args[0]) || !PyType_Check(args[1]) ||
+        !PyType_Check(args[2]) || !PyDict_Check(args[3]) || !PyCallable_Check(args[4])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "set_status_types(Exited, Signaled, Rusage, signals, decode)");
+        return NULL;
+    }
+    PyTypeObject *exited = (PyTypeObject *)args[0], *signaled = (PyTypeObject *)args[1];
+    PyTypeObject *rusage = (PyTypeObject *)args[2];
+    PyTypeObject *owners[8] = {exited, exited, signaled, signaled,
+                               signaled, rusage, rusage, rusage};
+    const char *fields[8] = {"exit_code", "rusage", "signal", "core_dumped",
+                             "rusage", "user_time", "system_time", "max_rss"};
+    Py_ssize_t offsets[8];
+    for (int i = 0; i < 8; i++) {
+        if ((offsets[i] = slot_offset(owners[i], fields[i])) < 0) {
+            return NULL; /* nothing is kept until every one is found */
+        }
+    }
+    exit_code_at = offsets[0];
+    exited_rusage_at = offsets[1];
+    signal_at = offsets[2];
+    core_dumped_at = offsets[3];
+    signaled_rusage_at = offsets[4];
+    user_time_at = offsets[5];
+    system_time_at = offsets[6];
+    max_rss_at = offsets[7];
+    Py_XSETREF(exited_type, (PyTypeObject *)Py_NewRef(args[0]));
+    Py_XSETREF(signaled_type, (PyTypeObject *)Py_NewRef(args[1]));
+    Py_XSETREF(rusage_type, (PyTypeObject *)Py_NewRef(args[2]));
+    Py_XSETREF(signal_members, Py_NewRef(args[3]));
+    Py_XSETREF(decode_other, Py_NewRef(args[4]));
+    Py_RETURN_NONE;
+}
+
+/* A new instance of type with each (offset, value) stored; the values are stolen, and
+ * on failure (a NULL value, no memory) all of them are released. */
+static PyObject *
+build(PyTypeObject *type, int n, const Py_ssize_t *offsets, PyObject **values)
+{
+    PyObject *instance = NULL;
+    for (int i = 0; i < n; i++) {
+        if (values[i] == NULL) {
+            goto failed;
+        }
+    }
+    instance = type->tp_alloc(type, 0);
+    if (instance == NULL) {
+        goto failed;
+    }
+    for (int i = 0; i < n; i++) {
+        *(PyObject **)((char *)instance + offsets[i]) = values[i];
+    }
+    return instance;
+failed:
+    for (int i = 0; i < n; i++) {
+        Py_XDECREF(values[i]);
+    }
+    return NULL;
+}
+
+static PyObject *
+native_reap_status(PyObject *module, PyObject *arg)
+{
+    if (exited_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "reap_status: set_status_types was not called");
+        return NULL;
+    }
+    long fd = PyLong_AsLong(arg);
+    if (fd == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (fd < 0 || fd > INT_MAX) {
+        PyErr_SetString(PyExc_ValueError, "pidfd out of range");
+        return NULL;
+    }
+    siginfo_t info;
+    struct rusage usage;
+    for (;;) {
+        memset(&info, 0, sizeof info);
+        memset(&usage, 0, sizeof usage);
+        if (syscall(SYS_waitid, P_PIDFD, (int)fd, &info, WEXITED | WNOHANG, &usage) == 0) {
+            break;
+        }
+        if (errno != EINTR) {
+            return PyErr_SetFromErrno(PyExc_OSError);
+        }
+        if (PyErr_CheckSignals() < 0) {
+            return NULL; /* nothing was reaped: EINTR comes before the reap */
+        }
+    }
+    if (info.si_pid == 0) {
+        Py_RETURN_NONE;
+    }
+    /* From here the child is reaped: only running out of memory can lose its status. */
+    Py_ssize_t usage_offsets[3] = {user_time_at, system_time_at, max_rss_at};
+    PyObject *usage_values[3] = {
+        PyFloat_FromDouble((double)usage.ru_utime.tv_sec + (double)usage.ru_utime.tv_usec / 1e6),
+        PyFloat_FromDouble((double)usage.ru_stime.tv_sec + (double)usage.ru_stime.tv_usec / 1e6),
+        PyLong_FromLong((long)usage.ru_maxrss * 1024L),
+    };
+    PyObject *rusage = build(rusage_type, 3, usage_offsets, usage_values);
+    if (rusage == NULL) {
+        return NULL;
+    }
+    int code = info.si_code, status = info.si_status;
+    if (code == CLD_EXITED && status >= 0 && status <= 255) {
+        Py_ssize_t offsets[2] = {exit_code_at, exited_rusage_at};
+        PyObject *values[2] = {PyLong_FromLong(status), rusage};
+        return build(exited_type, 2, offsets, values);
+    }
+    if (code == CLD_KILLED || code == CLD_DUMPED) {
+        PyObject *key = PyLong_FromLong(status);
+        PyObject *member = key == NULL ? NULL : PyDict_GetItemWithError(signal_members, key);
+        Py_XDECREF(key);
+        if (member != NULL) {
+            Py_ssize_t offsets[3] = {signal_at, core_dumped_at, signaled_rusage_at};
+            PyObject *values[3] = {Py_NewRef(member), PyBool_FromLong(code == CLD_DUMPED),
+                                   rusage};
+            return build(signaled_type, 3, offsets, values);
+        }
+        if (PyErr_Occurred()) {
+            Py_DECREF(rusage);
+            return NULL;
+        }
+    }
+    PyObject *result = PyObject_CallFunction(decode_other, "iiO", code, status, rusage);
+    Py_DECREF(rusage);
+    return result;
 }

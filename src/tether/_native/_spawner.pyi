@@ -1,8 +1,10 @@
 """Types of the C spawner extension (``_spawner.c``), so that calls into it are checked."""
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from signal import Signals
 
 from tether._errors import SpawnStage
+from tether._status import Exited, Rusage, Signaled, Status
 
 STAGES: tuple[SpawnStage, ...]
 """The child's steps between clone and exec, in order, as the C code names them."""
@@ -140,3 +142,20 @@ def reap_pidfd(pidfd: int, /) -> tuple[int, int, float, float, int] | None:
 def wait_readable(fd: int, /) -> None:
     """Block until *fd* is readable (or hung up, or not open), with no timeout, as one
     ``poll``; a signal handler that raises interrupts it, one that returns does not."""
+
+def set_status_types(
+    exited: type[Exited],
+    signaled: type[Signaled],
+    rusage: type[Rusage],
+    signals: dict[int, Signals],
+    decode: Callable[[int, int, Rusage], Status],
+    /,
+) -> None:
+    """The classes :func:`reap_status` builds, the ``Signals`` member of each signal
+    number, and the function that decodes any other ``waitid`` result."""
+
+def reap_status(pidfd: int, /) -> Status | None:
+    """:func:`reap_pidfd` with the status built in C: None while the child runs, else an
+    ``Exited`` or a ``Signaled`` with its ``Rusage`` (anything rarer comes from the
+    ``decode`` given to :func:`set_status_types`). Raises ``ChildProcessError`` once
+    someone else reaped it."""
