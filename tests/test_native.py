@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import dataclasses
 import errno
 import os
 import resource
@@ -160,9 +159,7 @@ def test_failures_report_their_stage(options: dict[str, object], stage: str, cod
 def test_a_refused_rlimit_is_reported_by_the_child() -> None:
     # Limits.check() refuses this before any spawn; the plan is forged here to prove
     # that the child still reports a refusal (a race with a lowered limit) properly.
-    plan = dataclasses.replace(
-        make_plan(["true"]), limits=((resource.RLIMIT_NOFILE, 2**31 - 1, 2**31 - 1),)
-    )
+    plan = make_plan(["true"])._replace(limits=((resource.RLIMIT_NOFILE, 2**31 - 1, 2**31 - 1),))
     receipt, stdio = SpawnReceipt(), ChildStdio()
     with pytest.raises(tether.SpawnError) as caught:
         start_child(plan, BACKENDS["native"], receipt, stdio)

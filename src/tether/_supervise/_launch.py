@@ -15,7 +15,6 @@ is one (kill, reap, close), else the child, then the cgroup or the namespace.
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 from collections.abc import Iterable
 
@@ -75,7 +74,7 @@ class Launch:
             self.namespace.start()
             plan = self.namespace.plan_for(plan)
         if self.readiness is not None:
-            plan = dataclasses.replace(plan, extra_fds=self.readiness.extra_fds())
+            plan = plan._replace(extra_fds=self.readiness.extra_fds())
         self.process = prepare_plan(plan, prepared.get("backend", "auto"))
         try:
             start(self.process)

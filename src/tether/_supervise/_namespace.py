@@ -38,7 +38,6 @@ process create the namespace, but not join it from outside, which step 2 needs.)
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import errno
 import os
 import signal
@@ -118,7 +117,7 @@ class PidNamespace:
                 # when the caller is another thread: pdeathsig follows the spawning thread.
                 pdeathsig=signal.SIGKILL,
             )
-            self.init = prepare_plan(dataclasses.replace(plan, new_pid_namespace=True), "native")
+            self.init = prepare_plan(plan._replace(new_pid_namespace=True), "native")
             try:
                 start(self.init)
             except SpawnError as exc:
@@ -133,7 +132,7 @@ class PidNamespace:
             raise NamespaceError(
                 errno.ENOSYS, f'kill="namespace" needs pidfds (Linux 5.3); {_INSTEAD}'
             )
-        return dataclasses.replace(plan, pid_namespace=init.pidfd)
+        return plan._replace(pid_namespace=init.pidfd)
 
     def attach(self, target: Process) -> None:
         """Hand the target's pidfd to the init: from now on, the init exits when it does."""
