@@ -383,11 +383,16 @@ def _encode_argv(argv: Iterable[StrOrBytesPath]) -> tuple[tuple[str, ...], tuple
     texts: list[str] = []
     encoded: list[bytes] = []
     for arg in argv:
-        data = arg.encode(_FS_ENCODING, _FS_ERRORS) if type(arg) is str else os.fsencode(arg)
+        if type(arg) is str:  # encodes (or raises) and decodes back to itself
+            data = arg.encode(_FS_ENCODING, _FS_ERRORS)
+            text = arg
+        else:
+            data = os.fsencode(arg)
+            text = data.decode(_FS_ENCODING, _FS_ERRORS)
         if _NUL in data:
             raise ValueError(f"argv contains a NUL byte: {arg!r}")
         encoded.append(data)
-        texts.append(data.decode(_FS_ENCODING, _FS_ERRORS))
+        texts.append(text)
     if not encoded:
         raise ValueError("argv must not be empty")
     return tuple(texts), tuple(encoded)
