@@ -87,16 +87,14 @@ def busy_error(exc: Exception) -> Exception | None:
     return None
 
 
-async def checkpoint_if_cancelled() -> None:
-    """Raise the cancellation if this task is cancelled, else return without yielding.
-
-    ``anyio.lowlevel.checkpoint_if_cancelled``, with trio asked directly.
-    """
+def checkpoint_if_cancelled() -> Awaitable[None]:
+    """What to await to raise the cancellation if this task is cancelled, or else to go
+    on without yielding: ``anyio.lowlevel.checkpoint_if_cancelled``, trio's own on trio."""
     trio = None if _running_loop() is not None else _trio_running()
     if trio is not None:
-        await trio.lowlevel.checkpoint_if_cancelled()
-    else:
-        await anyio.lowlevel.checkpoint_if_cancelled()
+        checking: Awaitable[None] = trio.lowlevel.checkpoint_if_cancelled()
+        return checking
+    return anyio.lowlevel.checkpoint_if_cancelled()
 
 
 def _trio_running() -> ModuleType | None:
