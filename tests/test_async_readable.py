@@ -328,3 +328,35 @@ async def test_run_process_under_a_cancelled_scope_starts_nothing(
         await _async.run_process(["true"])
         pytest.fail("run_process returned under a cancelled scope")
     assert scope.cancelled_caught
+
+
+class Boom(Exception):
+    """Stands for an exception a signal handler raises in the middle of tether's code."""
+
+
+async def test_an_exception_while_giving_the_fd_back_still_ends_the_watch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Another task could never watch (nor wait for) the child again otherwise."""
+    async with await started() as process:
+        sync = process._process
+        real = sync._return_exit_fd
+        raised: list[bool] = []
+
+        def give_back_then_raise(lease: object) -> None:
+            real(lease)  # type: ignore[arg-type]
+            if not raised:
+                raised.append(True)
+                raise Boom
+
+        monkeypatch.setattr(sync, "_return_exit_fd", give_back_then_raise)
+        with anyio.CancelScope() as scope:
+            scope.cancel()
+            with pytest.raises(Boom):
+                await process.wait()  # cancelled while awaiting the fd, then the give-back raises
+        assert raised == [True]
+        assert not process._watching
+        assert process.pidfd is not None
+        assert sync._borrowers == 0
+        process.kill()
+        assert (await process.wait()).returncode == -9

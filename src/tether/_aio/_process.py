@@ -191,9 +191,11 @@ class AsyncProcess:
                         raise busy from None
                     status = process._reap_returning(lease)
             finally:
-                if lease.fd is not None:
-                    process._return_exit_fd(lease)
-                self._stop_watching()
+                try:
+                    if lease.fd is not None:
+                        process._return_exit_fd(lease)
+                finally:
+                    self._stop_watching()
             if status is not None:
                 return status
         return await self._wait_on()
@@ -224,9 +226,11 @@ class AsyncProcess:
             await wait_readable(fd)
             return process._reap_returning(lease)
         finally:
-            if lease.fd is not None:
-                process._return_exit_fd(lease)
-            self._stop_watching()
+            try:
+                if lease.fd is not None:
+                    process._return_exit_fd(lease)
+            finally:
+                self._stop_watching()
 
     def _stop_watching(self) -> None:
         self._watching = False
