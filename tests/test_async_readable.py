@@ -246,3 +246,117 @@ async def test_a_loop_without_readers_falls_back_to_anyio(
             process.kill()
         assert used.count(fd) == 1  # the pipes wait through anyio too
         assert not _readable._readers
+
+
+# --- AsyncProcess.wait's own path: the loop's awaitable, no frame of ours around it ----
+
+
+async def test_a_wake_before_the_child_can_be_reaped_waits_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The fd wakes the watcher while the child still runs: it waits again, nothing leaks."""
+    wakes: list[int] = []
+    real = _async.readable
+
+    def spurious_once(fd: int) -> object:
+        wakes.append(fd)
+        if len(wakes) == 1:
+            return anyio.lowlevel.checkpoint()  # back at once, the child still running
+        return real(fd)
+
+    monkeypatch.setattr(_async, "readable", spurious_once)
+    async with await started() as process:
+        fd = process.pidfd
+        assert fd is not None
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(process.wait)
+            await anyio.wait_all_tasks_blocked()
+            assert wakes[:1] == [fd]
+            assert process.poll() is None
+            process.kill()
+        assert process.status is not None
+        assert process.status.returncode == -9
+        assert reader_gone(fd)
+        assert process.pidfd is None
+
+
+async def test_a_foreign_trio_waiter_of_the_pidfd_gives_anyios_busy_error(
+    anyio_backend: str,
+) -> None:
+    """Someone else awaits the pidfd with trio: wait() raises as anyio would, and gives the
+    fd back, so a later wait still works."""
+    if anyio_backend != "trio":
+        pytest.skip("asyncio shares one reader between waiters")
+    import trio
+
+    async with await started() as process:
+        fd = process.pidfd
+        assert fd is not None
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(trio.lowlevel.wait_readable, fd)
+            await anyio.wait_all_tasks_blocked()
+            with pytest.raises(anyio.BusyResourceError):
+                await process.wait()
+            assert not process._watching
+            process.kill()
+        assert (await process.wait()).returncode == -9
+        assert process.pidfd is None
+
+
+async def test_open_process_checks_for_cancellation_without_yielding() -> None:
+    """No turn of the loop before the spawn (the wait that follows yields), but a cancelled
+    caller still gets no child: see test_async's cancelled-scope tests."""
+    ran: list[str] = []
+
+    async def other_task() -> None:
+        ran.append("other")
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(other_task)
+        process = await _async.open_process(["true"])
+        assert ran == [], "open_process let another task run before it returned"
+        assert (await process.wait()).returncode == 0
+    assert ran == ["other"]
+
+
+async def test_run_process_under_a_cancelled_scope_starts_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_async, "start", lambda *a, **k: pytest.fail("spawned"))
+    with anyio.CancelScope() as scope:
+        scope.cancel()
+        await _async.run_process(["true"])
+        pytest.fail("run_process returned under a cancelled scope")
+    assert scope.cancelled_caught
+
+
+class Boom(Exception):
+    """Stands for an exception a signal handler raises in the middle of tether's code."""
+
+
+async def test_an_exception_while_giving_the_fd_back_still_ends_the_watch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Another task could never watch (nor wait for) the child again otherwise."""
+    async with await started() as process:
+        sync = process._process
+        real = sync._return_exit_fd
+        raised: list[bool] = []
+
+        def give_back_then_raise(lease: object) -> None:
+            real(lease)  # type: ignore[arg-type]
+            if not raised:
+                raised.append(True)
+                raise Boom
+
+        monkeypatch.setattr(sync, "_return_exit_fd", give_back_then_raise)
+        with anyio.CancelScope() as scope:
+            scope.cancel()
+            with pytest.raises(Boom):
+                await process.wait()  # cancelled while awaiting the fd, then the give-back raises
+        assert raised == [True]
+        assert not process._watching
+        assert process.pidfd is not None
+        assert sync._borrowers == 0
+        process.kill()
+        assert (await process.wait()).returncode == -9

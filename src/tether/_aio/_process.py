@@ -6,10 +6,13 @@ cached status. Only the waiting differs. A waiting task borrows the fd that turn
 readable when the child exits (its pidfd) and awaits it on the loop itself
 (``_readable``: ``add_reader`` on asyncio, ``trio.lowlevel.wait_readable`` on trio,
 anyio's for anything else), so asyncio and trio both work without a child watcher, a
-SIGCHLD handler or a thread. trio lets only one task wait on a given fd, so when
-several tasks wait for the same child one of them watches the fd and the others wait
-for it to finish (an ``anyio.Event``, made only when a second task comes); if the
-watcher is cancelled, another takes over.
+SIGCHLD handler or a thread. The usual wait (one task, a live child) runs in the one
+frame of :meth:`AsyncProcess.wait`, which awaits the loop's own awaitable: after the
+child's exit every call and frame runs on caches the exit evicted, so the path from
+the wake-up to the status is kept short. trio lets only one task wait on a given fd,
+so when several tasks wait for the same child one of them watches the fd and the
+others wait for it to finish (an ``anyio.Event``, made only when a second task comes);
+if the watcher is cancelled, another takes over.
 Without pidfds the borrowed fd is a pipe fed by a watcher thread (see
 ``_linux._exit_notifier``), one per waited child.
 
@@ -54,10 +57,13 @@ from .._spawn import SpawnOptions, StrOrBytesPath
 from .._status import Status
 from ..limits import Limits
 from ._groups import ungrouped
-from ._readable import wait_readable
+from ._readable import busy_error, checkpoint_if_cancelled, readable, wait_readable
 from ._streams import PipeEnd, PipeReceiveStream, PipeSendStream, take_raw
 
 __all__ = ["AsyncProcess", "open_process", "run_process"]
+
+_SIGTERM = signal.SIGTERM
+_SIGKILL = signal.SIGKILL
 
 
 @final
@@ -85,6 +91,7 @@ class AsyncProcess:
 
     _process: Process
     _pipes: tuple[PipeEnd, ...]
+    _lease: ExitFdLease  # the watching task's: one task at a time borrows the exit fd
     _watching: bool  # a task is awaiting the exit fd
     _watch: anyio.Event | None  # set when that task stops; made by the first task to wait on it
 
@@ -95,8 +102,13 @@ class AsyncProcess:
     def _wrap(cls, process: Process) -> AsyncProcess:
         self = object.__new__(cls)
         self._process = process
+        self._lease = ExitFdLease(process)
         self._watching = False
         self._watch = None
+        self.stdin = self.stdout = self.stderr = None
+        self._pipes = ()
+        if process.stdin is None and process.stdout is None and process.stderr is None:
+            return self
         stdin, stdout, stderr = (
             take_raw(p) for p in (process.stdin, process.stdout, process.stderr)
         )
@@ -156,13 +168,45 @@ class AsyncProcess:
         ``anyio.move_on_after`` for a timeout.
         """
         process = self._process
-        status = process.status
+        status = process._status
         if status is not None:
             await anyio.lowlevel.checkpoint()
             return status
-        # No poll() first: a child that has exited already makes its fd readable at once.
+        if not self._watching:
+            # The common case in this one frame, awaiting the loop's own wait: every call
+            # and frame after the child's exit runs on caches that the exit evicted. The
+            # lease's with-block spelled out, its give-back joined to the reap (one lock).
+            # No poll() first: a child that has exited already makes its fd readable at once.
+            lease = self._lease
+            self._watching = True
+            try:
+                fd = process._borrow_exit_fd(lease)
+                if fd is not None:
+                    try:
+                        await readable(fd)
+                    except Exception as exc:
+                        busy = busy_error(exc)
+                        if busy is None:
+                            raise
+                        raise busy from None
+                    status = process._reap_returning(lease)
+            finally:
+                try:
+                    if lease.fd is not None:
+                        process._return_exit_fd(lease)
+                finally:
+                    self._stop_watching()
+            if status is not None:
+                return status
+        return await self._wait_on()
+
+    async def _wait_on(self) -> Status:
+        # The rest: another task watches the fd (wait for it, take over if it gives up),
+        # the fd woke us before the child could be reaped, or there is no fd to wait on.
+        process = self._process
+        status = process.poll()
         while status is None:
-            if self._watching:  # another task watches the fd; take over if it gives up
+            if self._watching:
                 watch = self._watch
                 if watch is None:
                     watch = self._watch = anyio.Event()
@@ -173,24 +217,26 @@ class AsyncProcess:
         return status
 
     async def _watch_exit_fd(self, process: Process) -> Status | None:
-        # The lease's with-block spelled out, its give-back joined to the reap (one lock).
+        lease = self._lease
         self._watching = True
         try:
-            lease = ExitFdLease(process)
+            fd = process._borrow_exit_fd(lease)
+            if fd is None:  # reaped, lost or detached: poll() tells which
+                return process.poll()
+            await wait_readable(fd)
+            return process._reap_returning(lease)
+        finally:
             try:
-                fd = process._borrow_exit_fd(lease)
-                if fd is None:  # reaped, lost or detached: poll() tells which
-                    return process.poll()
-                await wait_readable(fd)
-                return process._reap_returning(lease)
-            finally:
                 if lease.fd is not None:
                     process._return_exit_fd(lease)
-        finally:
-            self._watching = False
-            watch, self._watch = self._watch, None
-            if watch is not None:
-                watch.set()
+            finally:
+                self._stop_watching()
+
+    def _stop_watching(self) -> None:
+        self._watching = False
+        watch, self._watch = self._watch, None
+        if watch is not None:
+            watch.set()
 
     async def ready(self) -> None:
         """Wait until the child says it is ready; only for ``AsyncSupervisor.start(ready=...)``.
@@ -221,11 +267,11 @@ class AsyncProcess:
 
     def terminate(self) -> None:
         """Send SIGTERM; a no-op once the child has been reaped."""
-        self._process.terminate()
+        self._process.send_signal(_SIGTERM)
 
     def kill(self) -> None:
         """Send SIGKILL; a no-op once the child has been reaped."""
-        self._process.kill()
+        self._process.send_signal(_SIGKILL)
 
     def limits(self) -> Limits:
         """The child's resource limits now; see :meth:`tether.Process.limits`."""
@@ -316,7 +362,7 @@ async def open_process(
     streams. Cancellation is checked before the spawn, never after it, so a
     cancelled caller is never left with a child it cannot see.
     """
-    await anyio.lowlevel.checkpoint()
+    await checkpoint_if_cancelled()  # no turn of the loop: the wait that follows yields
     process = prepare(argv, **options)
     try:
         start(process)
@@ -353,7 +399,7 @@ async def run_process(
         parts = chunks.get(target)
         return None if parts is None else b"".join(parts)
 
-    await anyio.lowlevel.checkpoint()  # cancellation is checked before the spawn, never after
+    await checkpoint_if_cancelled()  # cancellation is checked before the spawn, never after
     child = prepare(argv, **options)  # held by this frame from birth: an interrupt loses nothing
     process: AsyncProcess | None = None
     try:

@@ -19,6 +19,14 @@ The hazards are the loop's, and each has its answer here:
   ``finally`` of the last waiter, before the caller gives its borrowed fd back.
 * trio refuses a second waiter on one fd: ``anyio.BusyResourceError``, exactly as through
   anyio; callers share one watcher per child (``AsyncProcess.wait``) for that reason.
+
+Every frame between a task and the loop is paid twice after a child's exit (once to
+suspend, once to resume, both on caches the exit has just evicted), so the hot caller,
+``AsyncProcess.wait``, does not await :func:`wait_readable` but the loop's own awaitable,
+which :func:`readable` hands it (trio's coroutine itself, without a frame of ours around
+it); it turns trio's ``BusyResourceError`` into anyio's with :func:`busy_error`. The same
+goes for the check before a spawn: :func:`checkpoint_if_cancelled` asks the loop whether
+the task is cancelled and yields only if it is, rather than a full turn of the loop.
 """
 
 from __future__ import annotations
@@ -26,10 +34,13 @@ from __future__ import annotations
 import asyncio
 import sys
 from asyncio import AbstractEventLoop, Future
+from collections.abc import Awaitable
+from types import ModuleType
 
 import anyio
+import anyio.lowlevel
 
-__all__ = ["wait_readable"]
+__all__ = ["busy_error", "checkpoint_if_cancelled", "readable", "wait_readable"]
 
 _running_loop = asyncio._get_running_loop
 _readers: dict[tuple[AbstractEventLoop, int], list[Future[None]]] = {}
@@ -42,23 +53,59 @@ async def wait_readable(fd: int) -> None:
     The caller keeps *fd* open until this returns or raises (a borrowed exit fd does).
     Cancellation leaves nothing registered.
     """
+    try:
+        await readable(fd)
+    except Exception as exc:
+        busy = busy_error(exc)
+        if busy is None:
+            raise
+        raise busy from None
+
+
+def readable(fd: int) -> Awaitable[None]:
+    """What to await until *fd* is readable, on the loop running in this thread.
+
+    As :func:`wait_readable`, except that trio's ``BusyResourceError`` (a second waiter of
+    *fd*) comes out as it is: pass what the await raises through :func:`busy_error`.
+    """
     loop = _running_loop()
     if loop is not None:
-        await _on_asyncio(loop, fd)
-        return
-    trio = sys.modules.get("trio")
+        return _on_asyncio(loop, fd)
+    trio = _trio_running()
     if trio is not None:
-        try:
-            trio.lowlevel.current_task()
-        except RuntimeError:  # trio is imported, but this is not a trio run
-            pass
-        else:
-            try:
-                await trio.lowlevel.wait_readable(fd)
-            except trio.BusyResourceError:  # raised as anyio's wait would raise it
-                raise anyio.BusyResourceError("reading from") from None
-            return
-    await anyio.wait_readable(fd)
+        waiting: Awaitable[None] = trio.lowlevel.wait_readable(fd)
+        return waiting
+    return anyio.wait_readable(fd)
+
+
+def busy_error(exc: Exception) -> Exception | None:
+    """anyio's ``BusyResourceError`` for trio's, which an await of :func:`readable` raises
+    when another task waits on the fd; None for any other exception."""
+    trio = sys.modules.get("trio")
+    if trio is not None and isinstance(exc, trio.BusyResourceError):
+        return anyio.BusyResourceError("reading from")
+    return None
+
+
+def checkpoint_if_cancelled() -> Awaitable[None]:
+    """What to await to raise the cancellation if this task is cancelled, or else to go
+    on without yielding: ``anyio.lowlevel.checkpoint_if_cancelled``, trio's own on trio."""
+    trio = None if _running_loop() is not None else _trio_running()
+    if trio is not None:
+        checking: Awaitable[None] = trio.lowlevel.checkpoint_if_cancelled()
+        return checking
+    return anyio.lowlevel.checkpoint_if_cancelled()
+
+
+def _trio_running() -> ModuleType | None:
+    trio = sys.modules.get("trio")
+    if trio is None:
+        return None
+    try:
+        trio.lowlevel.current_task()
+    except RuntimeError:  # trio is imported, but this is not a trio run
+        return None
+    return trio
 
 
 def _wake(waiters: list[Future[None]]) -> None:
