@@ -340,16 +340,17 @@ async def test_an_exception_while_giving_the_fd_back_still_ends_the_watch(
     """Another task could never watch (nor wait for) the child again otherwise."""
     async with await started() as process:
         sync = process._process
-        real = sync._return_exit_fd
+        real = type(sync)._return_exit_fd
         raised: list[bool] = []
 
-        def give_back_then_raise(lease: object) -> None:
-            real(lease)  # type: ignore[arg-type]
-            if not raised:
+        def give_back_then_raise(self: tether.Process, lease: object) -> None:
+            real(self, lease)  # type: ignore[arg-type]
+            if self is sync and not raised:
                 raised.append(True)
                 raise Boom
 
-        monkeypatch.setattr(sync, "_return_exit_fd", give_back_then_raise)
+        # on the class: Process has __slots__, so an instance attribute cannot shadow it
+        monkeypatch.setattr(type(sync), "_return_exit_fd", give_back_then_raise)
         with anyio.CancelScope() as scope:
             scope.cancel()
             with pytest.raises(Boom):
