@@ -280,7 +280,12 @@ class Process:
             if group:
                 _pidfd.signal_group(self.pid, pidfd, sig)
             elif pidfd is not None:
-                _pidfd.signal_pidfd(pidfd, sig)
+                # _pidfd.signal_pidfd spelled out, without suppress()'s two calls: a
+                # kill's waiter is on the clock from here
+                try:  # noqa: SIM105
+                    signal.pidfd_send_signal(pidfd, sig)
+                except ProcessLookupError:
+                    pass  # reaped by someone else: nothing left to signal
             else:
                 _pidfd.signal_pid(self.pid, sig)
 
@@ -494,10 +499,32 @@ class Process:
 
     def _reap_returning(self, lease: ExitFdLease) -> Status | None:
         # The lease given back and the child reaped in one locked step (the waiter's
-        # fd is readable: the child has most likely exited).
+        # fd is readable: the child has most likely exited). The usual case, the last
+        # waiter of a child with a pidfd, is _reap_locked and _release_locked spelled
+        # out: after the child's exit every call runs on caches the exit evicted, and
+        # this is the path between the exit and the caller's answer.
         with self._lock:
             if lease.fd is not None:
                 self._borrowers, lease.fd = self._borrowers - 1, None
+            pidfd = self._pidfd
+            if (
+                pidfd is not None
+                and self._status is None
+                and not self._lost
+                and not self._borrowers
+                and not self._detached
+                and self._notifier is None
+            ):
+                try:
+                    status = reap_pidfd(pidfd, self.pid)
+                except ChildProcessError:  # reaped by someone else: recovered or lost there
+                    return self._reap_locked()
+                if status is not None:
+                    self._status = status
+                    self._exit_fd = self._pidfd = None  # out of the record, then closed
+                    os.close(pidfd)
+                    _registry.untrack(self)
+                return status
             if self._status is None and not self._lost:
                 return self._reap_locked()  # closes the fds if it reaps and no one borrows
             self._release_locked(child_reaped=True)
