@@ -330,5 +330,12 @@ def test_status_types_are_checked_before_any_is_kept() -> None:
 
     with pytest.raises(TypeError, match="is not an object slot"):
         spawner.set_status_types(PropertyNotSlot, Signaled, Rusage, signals, decode_waitid)  # type: ignore[arg-type]
+
+    class BorrowedSlots:  # another class's slot descriptors: not this layout's
+        exit_code = vars(Exited)["exit_code"]
+        rusage = Exited.rusage
+
+    with pytest.raises(TypeError, match="is not an object slot"):
+        spawner.set_status_types(BorrowedSlots, Signaled, Rusage, signals, decode_waitid)  # type: ignore[arg-type]
     with tether.spawn(["sh", "-c", "exit 4"]) as process:  # what was set before still works
         assert process.wait() == tether.Exited(4)

@@ -1915,7 +1915,9 @@ slot_offset(PyTypeObject *type, const char *field)
         return -1;
     }
     Py_ssize_t offset = -1;
-    if (PyObject_TypeCheck(descriptor, &PyMemberDescr_Type)) {
+    /* a slot of type or of a base (not one borrowed from an unrelated class's layout) */
+    if (PyObject_TypeCheck(descriptor, &PyMemberDescr_Type) &&
+        PyType_IsSubtype(type, PyDescr_TYPE(descriptor))) {
         PyMemberDef *member = ((PyMemberDescrObject *)descriptor)->d_member;
         if (member->type == Py_T_OBJECT_EX && !(member->flags & Py_READONLY)) {
             offset = member->offset;
