@@ -1799,31 +1799,43 @@ PyInit__spawner(void)
 #define P_PIDFD 3
 #endif
 
-static PyObject *
-native_reap_pidfd(PyObject *module, PyObject *arg)
+/* waitid(P_PIDFD, the pidfd arg, WEXITED | WNOHANG) with its rusage: 0 with info and
+ * usage filled (info->si_pid is 0 while the child runs), -1 with an exception set. EINTR
+ * runs the signal handlers and tries again; one that raises ends it before any reap. */
+static int
+reap_pidfd_arg(PyObject *arg, siginfo_t *info, struct rusage *usage)
 {
     long fd = PyLong_AsLong(arg);
     if (fd == -1 && PyErr_Occurred()) {
-        return NULL;
+        return -1;
     }
     if (fd < 0 || fd > INT_MAX) {
         PyErr_SetString(PyExc_ValueError, "pidfd out of range");
-        return NULL;
+        return -1;
     }
-    siginfo_t info;
-    struct rusage usage;
     for (;;) {
-        memset(&info, 0, sizeof info);
-        memset(&usage, 0, sizeof usage);
-        if (syscall(SYS_waitid, P_PIDFD, (int)fd, &info, WEXITED | WNOHANG, &usage) == 0) {
-            break;
+        memset(info, 0, sizeof *info);
+        memset(usage, 0, sizeof *usage);
+        if (syscall(SYS_waitid, P_PIDFD, (int)fd, info, WEXITED | WNOHANG, usage) == 0) {
+            return 0;
         }
         if (errno != EINTR) {
-            return PyErr_SetFromErrno(PyExc_OSError);
+            PyErr_SetFromErrno(PyExc_OSError);
+            return -1;
         }
         if (PyErr_CheckSignals() < 0) {
-            return NULL;
+            return -1;
         }
+    }
+}
+
+static PyObject *
+native_reap_pidfd(PyObject *module, PyObject *arg)
+{
+    siginfo_t info;
+    struct rusage usage;
+    if (reap_pidfd_arg(arg, &info, &usage) < 0) {
+        return NULL;
     }
     if (info.si_pid == 0) {
         Py_RETURN_NONE;
@@ -2000,28 +2012,10 @@ native_reap_status(PyObject *module, PyObject *arg)
         PyErr_SetString(PyExc_RuntimeError, "reap_status: set_status_types was not called");
         return NULL;
     }
-    long fd = PyLong_AsLong(arg);
-    if (fd == -1 && PyErr_Occurred()) {
-        return NULL;
-    }
-    if (fd < 0 || fd > INT_MAX) {
-        PyErr_SetString(PyExc_ValueError, "pidfd out of range");
-        return NULL;
-    }
     siginfo_t info;
     struct rusage usage;
-    for (;;) {
-        memset(&info, 0, sizeof info);
-        memset(&usage, 0, sizeof usage);
-        if (syscall(SYS_waitid, P_PIDFD, (int)fd, &info, WEXITED | WNOHANG, &usage) == 0) {
-            break;
-        }
-        if (errno != EINTR) {
-            return PyErr_SetFromErrno(PyExc_OSError);
-        }
-        if (PyErr_CheckSignals() < 0) {
-            return NULL; /* nothing was reaped: EINTR comes before the reap */
-        }
+    if (reap_pidfd_arg(arg, &info, &usage) < 0) {
+        return NULL;
     }
     if (info.si_pid == 0) {
         Py_RETURN_NONE;
