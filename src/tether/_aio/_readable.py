@@ -26,7 +26,10 @@ suspend, once to resume, both on caches the exit has just evicted), so the hot c
 which :func:`readable` hands it (trio's coroutine itself, without a frame of ours around
 it); it turns trio's ``BusyResourceError`` into anyio's with :func:`busy_error`. The same
 goes for the check before a spawn: :func:`checkpoint_if_cancelled` asks the loop whether
-the task is cancelled and yields only if it is, rather than a full turn of the loop.
+the task is cancelled and yields only if it is, rather than a full turn of the loop. That
+one is a coroutine of its own, so that an interrupt cannot land between the making of
+the loop's awaitable and its await; :func:`readable` is not, and a ``KeyboardInterrupt``
+inside it drops an awaitable never awaited (a warning, nothing left running).
 """
 
 from __future__ import annotations
@@ -87,14 +90,19 @@ def busy_error(exc: Exception) -> Exception | None:
     return None
 
 
-def checkpoint_if_cancelled() -> Awaitable[None]:
-    """What to await to raise the cancellation if this task is cancelled, or else to go
-    on without yielding: ``anyio.lowlevel.checkpoint_if_cancelled``, trio's own on trio."""
+async def checkpoint_if_cancelled() -> None:
+    """Raise the cancellation if this task is cancelled, or else go on without yielding:
+    ``anyio.lowlevel.checkpoint_if_cancelled``, trio's own on trio.
+
+    A coroutine, not a plain function handing back the loop's awaitable: an exception
+    (Ctrl-C) raised between making that awaitable and awaiting it, in a plain function's
+    frame, would drop a coroutine never awaited.
+    """
     trio = None if _running_loop() is not None else _trio_running()
     if trio is not None:
-        checking: Awaitable[None] = trio.lowlevel.checkpoint_if_cancelled()
-        return checking
-    return anyio.lowlevel.checkpoint_if_cancelled()
+        await trio.lowlevel.checkpoint_if_cancelled()
+    else:
+        await anyio.lowlevel.checkpoint_if_cancelled()
 
 
 def _trio_running() -> ModuleType | None:
