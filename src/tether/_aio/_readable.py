@@ -22,14 +22,13 @@ The hazards are the loop's, and each has its answer here:
 
 Every frame between a task and the loop is paid twice after a child's exit (once to
 suspend, once to resume, both on caches the exit has just evicted), so the hot caller,
-``AsyncProcess.wait``, does not await :func:`wait_readable` but the loop's own awaitable,
-which :func:`readable` hands it (trio's coroutine itself, without a frame of ours around
-it); it turns trio's ``BusyResourceError`` into anyio's with :func:`busy_error`. The same
-goes for the check before a spawn: :func:`checkpoint_if_cancelled` asks the loop whether
-the task is cancelled and yields only if it is, rather than a full turn of the loop. That
-one is a coroutine of its own, so that an interrupt cannot land between the making of
-the loop's awaitable and its await; :func:`readable` is not, and a ``KeyboardInterrupt``
-inside it drops an awaitable never awaited (a warning, nothing left running).
+``AsyncProcess.wait``, does not await :func:`wait_readable` but :func:`readable`, one
+frame around the loop's own wait; it turns trio's ``BusyResourceError`` into anyio's with
+:func:`busy_error`. The check before a spawn, :func:`checkpoint_if_cancelled`, asks the
+loop whether the task is cancelled and yields only if it is, rather than a full turn of
+the loop. Both are coroutines rather than plain functions that hand the loop's awaitable
+back: an interrupt (Ctrl-C) landing in a plain function's frame between the making of
+that awaitable and its await would drop a coroutine never awaited.
 """
 
 from __future__ import annotations
@@ -37,7 +36,6 @@ from __future__ import annotations
 import asyncio
 import sys
 from asyncio import AbstractEventLoop, Future
-from collections.abc import Awaitable
 from types import ModuleType
 
 import anyio
@@ -65,20 +63,24 @@ async def wait_readable(fd: int) -> None:
         raise busy from None
 
 
-def readable(fd: int) -> Awaitable[None]:
-    """What to await until *fd* is readable, on the loop running in this thread.
+async def readable(fd: int) -> None:
+    """Wait until *fd* is readable, on the loop running in this thread.
 
     As :func:`wait_readable`, except that trio's ``BusyResourceError`` (a second waiter of
-    *fd*) comes out as it is: pass what the await raises through :func:`busy_error`.
+    *fd*) comes out as it is: pass what the await raises through :func:`busy_error`. A
+    coroutine, not a plain function handing back the loop's awaitable: an exception
+    (Ctrl-C) raised in a plain function's frame between making that awaitable and its
+    await would drop a coroutine never awaited.
     """
     loop = _running_loop()
     if loop is not None:
-        return _on_asyncio(loop, fd)
+        await _on_asyncio(loop, fd)
+        return
     trio = _trio_running()
     if trio is not None:
-        waiting: Awaitable[None] = trio.lowlevel.wait_readable(fd)
-        return waiting
-    return anyio.wait_readable(fd)
+        await trio.lowlevel.wait_readable(fd)
+    else:
+        await anyio.wait_readable(fd)
 
 
 def busy_error(exc: Exception) -> Exception | None:

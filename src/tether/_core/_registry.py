@@ -10,12 +10,13 @@ on a dict (keyed by the handle's ``id``, valued by a weak reference), each atomi
 without a lock: a thread that spawns while another scans never breaks the scan, and the
 garbage collector, which may run a dropped handle's ``__del__`` (and so ``untrack``) in
 the middle of ``track``, finds no lock held. A handle that dies still tracked (which
-tether's handles do not do: ``__del__`` untracks them or hands them over) leaves no
-entry behind: its weak reference's callback drops it.
+tether's handles do only when an interrupt lands between the two) leaves no entry behind:
+its weak reference's callback drops it.
 """
 
 from __future__ import annotations
 
+import functools
 import weakref
 from typing import Protocol
 
@@ -39,15 +40,13 @@ class Handle(Protocol):
 _live: dict[int, weakref.ref[Handle]] = {}
 
 
-def _drop_dead(ref: weakref.ref[Handle]) -> None:
-    for key, value in list(_live.items()):
-        if value is ref:
-            _live.pop(key, None)
-
-
 def track(process: Handle) -> None:
     """Remember a live handle, so that interpreter exit can stop its child."""
-    _live[id(process)] = weakref.ref(process, _drop_dead)
+    key = id(process)
+    # The callback, ``_live.pop(key, ref)``, is C code: no Python frame that an interrupt
+    # could land in. It runs while the handle is being freed, before its id can name
+    # another object, so the entry it pops is still this handle's (or gone already).
+    _live[key] = weakref.ref(process, functools.partial(_live.pop, key))
 
 
 def untrack(process: Handle) -> None:
