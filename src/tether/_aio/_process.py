@@ -7,13 +7,13 @@ readable when the child exits (its pidfd) and awaits it on the loop itself
 (``_readable``: ``add_reader`` on asyncio, ``trio.lowlevel.wait_readable`` on trio,
 anyio's for anything else), so asyncio and trio both work without a child watcher, a
 SIGCHLD handler or a thread. The usual wait (one task, a live child) runs in the one
-frame of :meth:`AsyncProcess.wait`, which awaits the loop's own awaitable: after the
-child's exit every call and frame runs on caches the exit evicted, so the path from
-the wake-up to the status is kept short. trio lets only one task wait on a given fd,
-so when several tasks wait for the same child one of them watches the fd and the
-others wait for it to finish (an ``anyio.Event``, made only when a second task comes);
-if the watcher is cancelled, another takes over.
-Without pidfds the borrowed fd is a pipe fed by a watcher thread (see
+frame of :meth:`AsyncProcess.wait`, which awaits the loop's own wait through one small
+coroutine (``_readable.readable``): after the child's exit every call and frame runs on
+caches the exit evicted, so the path from the wake-up to the status is kept short.
+trio lets only one task wait on a given fd, so when several tasks wait for the same
+child one of them watches the fd and the others wait for it to finish (an
+``anyio.Event``, made only when a second task comes); if the watcher is cancelled,
+another takes over. Without pidfds the borrowed fd is a pipe fed by a watcher thread (see
 ``_linux._exit_notifier``), one per waited child.
 
 Pipes become anyio byte streams over the raw, non-blocking fds: reads and writes
