@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.tether-installed
 # A change to any of these reinstalls (which rebuilds the C spawner).
-INSTALL_INPUTS := pyproject.toml setup.py src/tether/_native/_spawner.c src/tether/_native/_nsinit.c
+INSTALL_INPUTS := pyproject.toml setup.py src/tether/_native/_spawner.c src/tether/_native/_nsinit.c src/tether/_native/_setids.c
 
 .PHONY: demo test lint types imports unit test-all conformance bench bench-quick docs docs-check clean
 

@@ -68,19 +68,28 @@ def _child_status(**options: object) -> bytes:
     return done.stdout
 
 
-@pytest.mark.parametrize("ids", [False, True], ids=["shared_mm", "changes_ids"])
+@pytest.mark.parametrize("ids", ["keeps", "same", "helper", "copy"])
 @pytest.mark.parametrize("restore", [True, False], ids=["restore", "keep_ignored"])
 def test_dispositions_are_the_same_on_both_clone_paths(
-    clone_path: str, ids: bool, restore: bool
+    clone_path: str, ids: str, restore: bool
 ) -> None:
+    # "helper" and "copy": the two ways a child that changes its ids is made (through
+    # the id helper's exec, or on a copy of our memory); "same": ids set to our own.
+    spawner = tether._native.spawner
+    registered = spawner.id_helper()
+    if ids in ("helper", "copy") and os.geteuid() != 0:
+        pytest.skip("changing ids needs root")
+    if ids == "copy":
+        spawner.set_id_helper(None)
     handled = signal.signal(signal.SIGUSR1, lambda *_: None)
     ignored = signal.signal(signal.SIGUSR2, signal.SIG_IGN)
     try:
         options: dict[str, object] = {"restore_signals": restore}
-        if ids:
-            options["user"] = os.getuid()  # a change of ids to our own: no CLONE_VM
+        if ids != "keeps":
+            options["user"] = os.getuid() if ids == "same" else 65534
         status = _child_status(**options)
     finally:
+        spawner.set_id_helper(registered)
         signal.signal(signal.SIGUSR1, handled)
         signal.signal(signal.SIGUSR2, ignored)
     used = tether._native.spawner.clone3_clear_sighand()

@@ -27,3 +27,32 @@ def clone_pidfd_used() -> bool | None:
     ``pidfd_open`` right after the clone instead.
     """
     return spawner.clone_pidfd() if available else None
+
+
+ID_HELPER_NAME = "_setids"
+"""The id helper's file name, next to the spawner extension (``_setids.c``)."""
+
+
+def _register_id_helper() -> None:
+    """Hand the spawner the id helper, when it was built and this mount lets it run.
+
+    Without it, a native child that changes its user or group ids is cloned with a
+    copy of the parent's memory instead (see ``docs/backends.md``).
+    """
+    import os
+
+    path = os.path.join(os.path.dirname(os.path.abspath(spawner.__file__)), ID_HELPER_NAME)
+    if os.access(path, os.X_OK):  # also false on a noexec mount
+        spawner.set_id_helper(os.fsencode(path))
+
+
+def id_helper() -> str | None:
+    """The id helper's path, or None when changes of ids run on a copy of our memory."""
+    if not available:
+        return None
+    path = spawner.id_helper()
+    return None if path is None else path.decode(errors="surrogateescape")
+
+
+if available:
+    _register_id_helper()

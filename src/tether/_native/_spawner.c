@@ -28,6 +28,8 @@
  * setpgid, fd map (dup2), closing every fd not kept, chdir, umask, rlimits, cgroup
  * placement, PR_SET_NO_NEW_PRIVS, setgroups/setgid/setuid, PR_SET_PDEATHSIG (after
  * the ids: changing them clears it), signal mask emptied, getppid() re-check, execve.
+ * A child that changes its uid or gid execs the id helper (_setids.c) right after
+ * PR_SET_NO_NEW_PRIVS instead, and the helper does the rest on a memory map of its own.
  */
 #define _GNU_SOURCE
 #define PY_SSIZE_T_CLEAN
@@ -62,6 +64,9 @@
 #endif
 #ifndef SYS_clone3
 #define SYS_clone3 435
+#endif
+#ifndef MFD_CLOEXEC
+#define MFD_CLOEXEC 0x0001U
 #endif
 /* clone3's argument, its first version (Linux 5.3), spelled out: older headers lack it */
 struct clone3_args {
@@ -114,6 +119,10 @@ static const char *const stage_names[] = {
 _Static_assert(sizeof stage_names / sizeof stage_names[0] == STAGE_EXEC + 1,
                "one name per stage");
 
+/* Not a stage of its own to Python: the id helper could not be exec'd, so the spawn is
+ * made again without it (see spawn_with_flags). */
+#define STAGE_HELPER (STAGE_EXEC + 1)
+
 struct limit {
     int resource;
     struct rlimit64 value; /* what SYS_prlimit64 takes, on 32-bit machines too */
@@ -154,6 +163,12 @@ struct spawn_args {
     int clone_flags; /* more clone flags: CLONE_NEWPID for a namespace init */
     int autokill;    /* clone3 with CLONE_PIDFD_AUTOKILL (a namespace init, Linux 7.1+) */
     int handlers_cleared; /* cloned with CLONE_CLEAR_SIGHAND: only SIG_IGN is left to undo */
+    int share_vm;         /* CLONE_VM: no change of ids, or the id helper makes it */
+    /* The id helper (_setids.c), exec'd in place of the program to change the ids on a
+     * memory map of its own; NULL when the child changes none, or changes them itself. */
+    const char *helper;
+    char **helper_argv;
+    int helper_fds[2]; /* its report pipe's write end and its command block */
     /* written by the child, into memory the parent sees even without CLONE_VM */
     struct outcome *outcome;
 };
@@ -341,6 +356,18 @@ child_main(void *arg)
     if (a->no_new_privs && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) {
         goto fail;
     }
+    if (a->helper != NULL) {
+        stage = STAGE_HELPER;
+        if (clear_cloexec(a->helper_fds[0]) < 0 || clear_cloexec(a->helper_fds[1]) < 0) {
+            goto fail;
+        }
+        sigset_t none;
+        sigemptyset(&none);
+        syscall(SYS_rt_sigprocmask, SIG_SETMASK, &none, NULL, _NSIG / 8);
+        static char *const no_environment[] = {NULL};
+        execve(a->helper, a->helper_argv, no_environment);
+        goto fail;
+    }
     stage = STAGE_SETGROUPS;
     if (a->set_groups && syscall(SYS_setgroups, (size_t)a->n_groups, a->groups) < 0) {
         goto fail;
@@ -476,14 +503,6 @@ native_cached_stacks(PyObject *module, PyObject *unused)
 /* 1: CLONE_PIDFD works, 0: refused (use pidfd_open), -1: not tried yet. */
 static int clone_pidfd_works = -1;
 
-/*
- * A child that changes its credentials must not share our memory: the kernel marks
- * the *mm* non-dumpable when a task's ids change, and with CLONE_VM that mm is ours
- * (no core dumps, root-owned /proc/self, refused ptrace for the rest of our life).
- * Such a child gets a copy-on-write copy instead: fork cost, still vfork's wait.
- * (Setting it back in the parent after the exec is not safe: see ids_change and
- * docs/guide.md, "Backends".)
- */
 /*
  * clone3(CLONE_PIDFD | CLONE_PIDFD_AUTOKILL): the kernel SIGKILLs the child when the last
  * reference to its pidfd goes, so a namespace init dies with the supervising process
@@ -629,11 +648,16 @@ clone3_cleared(struct spawn_args *a, char *stack, int flags, int want_pidfd, int
 
 /*
  * Whether the child's user or group ids will differ from ours (the calling thread's,
- * which the child copies). Only then must it leave CLONE_VM: the kernel marks the mm
- * non-dumpable when euid, egid, fsuid or fsgid change (commit_creds), and a child on
- * our memory with ids of its own could be reached (ptrace, /proc/PID/mem) by someone
- * who cannot reach us. Supplementary groups play no part in either, so extra_groups
- * alone, or user/group equal to all our ids, keep CLONE_VM.
+ * which the child copies). Only then may the change not happen on our memory: the
+ * kernel marks the mm non-dumpable when euid, egid, fsuid or fsgid change
+ * (commit_creds), and with CLONE_VM that mm is ours (no core dumps, root-owned
+ * /proc/self, refused ptrace for the rest of our life); and a child on our memory with
+ * ids of its own could be reached (ptrace, /proc/PID/mem) by someone who cannot reach
+ * us. Setting our flag back after the child's exec is no way out (docs/backends.md).
+ * So such a child execs the id helper, which changes the ids on a memory map of its
+ * own; without the helper it is cloned with a copy-on-write copy of our memory (fork's
+ * cost, still vfork's wait). Supplementary groups play no part in either, so
+ * extra_groups alone, or user/group equal to all our ids, need neither.
  */
 static int
 ids_change(const struct spawn_args *a)
@@ -663,8 +687,7 @@ static pid_t
 clone_child(struct spawn_args *a, char *stack, int want_pidfd, int *pidfd)
 {
     char *stack_top = stack + CHILD_STACK_SIZE;
-    int changes_ids = ids_change(a);
-    int flags = (changes_ids ? 0 : CLONE_VM) | CLONE_VFORK | SIGCHLD | a->clone_flags;
+    int flags = (a->share_vm ? CLONE_VM : 0) | CLONE_VFORK | SIGCHLD | a->clone_flags;
     pid_t pid;
     *pidfd = -1;
     if (a->autokill) {
@@ -823,6 +846,251 @@ int_array(struct owned *o, PyObject *seq, Py_ssize_t *count)
     return array;
 }
 
+/* --- the id helper: a change of ids on a memory map of the child's own ---------------
+ *
+ * A child that changes its ids (ids_change) does its other steps on our memory, then
+ * execs _setids (_setids.c) with a fresh map, which changes the ids and execs the
+ * program. The vfork wait ends at the helper's exec, so we then read the helper's report
+ * pipe until EOF: its exec of the program closes it (close-on-exec), a failed step
+ * writes errno and the step first. The command (program, argv, environment) goes to the
+ * helper in a memfd: not in its argv, which /proc/PID/cmdline shows to every local user,
+ * nor in its environment, which the loader and libc would act on while it still has our
+ * ids. Both fds are numbered above every fd the child maps or keeps, so that no dup2 of
+ * the child's setup lands on them.
+ *
+ * Like subprocess's error pipe, the report pipe's write end exists in our fd table
+ * between its creation and the clone; a fork() made by another thread in that window
+ * (without exec) holds it too, and our read then waits for that process to exit or exec.
+ */
+static char id_helper_path[PATH_MAX];
+static int id_helper_on; /* set_id_helper() gave a path, and no exec of it has failed */
+
+struct helper_run {
+    int report_read;
+    int report_write;
+    int block;
+    int *keep_without; /* the child's keep set before the helper's two fds joined it */
+    Py_ssize_t n_keep_without;
+};
+
+static void
+close_helper_fds(struct helper_run *h)
+{
+    int *fds[] = {&h->report_read, &h->report_write, &h->block};
+    for (size_t i = 0; i < sizeof fds / sizeof fds[0]; i++) {
+        if (*fds[i] >= 0) {
+            close(*fds[i]);
+            *fds[i] = -1;
+        }
+    }
+}
+
+/* fd, moved to the lowest free number >= floor when below it (still close-on-exec). */
+static int
+raise_fd(int fd, int floor)
+{
+    if (fd < 0 || fd >= floor) {
+        return fd;
+    }
+    int moved = fcntl(fd, F_DUPFD_CLOEXEC, floor);
+    close(fd);
+    return moved;
+}
+
+static int
+write_all(int fd, const char *data, size_t size)
+{
+    while (size > 0) {
+        ssize_t done = write(fd, data, size);
+        if (done < 0 && errno == EINTR) {
+            continue;
+        }
+        if (done < 0) {
+            return -1;
+        }
+        data += done;
+        size -= (size_t)done;
+    }
+    return 0;
+}
+
+/* The helper's command block: program, argc, argv, environment, each NUL-terminated. */
+static int
+write_command_block(int fd, const struct spawn_args *a)
+{
+    char count[24];
+    Py_ssize_t argc = 0;
+    while (a->argv[argc] != NULL) {
+        argc++;
+    }
+    snprintf(count, sizeof count, "%zd", argc);
+    char **env = a->envp ? a->envp : environ;
+    size_t size = strlen(a->program) + 1 + strlen(count) + 1;
+    for (Py_ssize_t i = 0; i < argc; i++) {
+        size += strlen(a->argv[i]) + 1;
+    }
+    for (char **e = env; *e != NULL; e++) {
+        size += strlen(*e) + 1;
+    }
+    char *block = PyMem_Malloc(size);
+    if (block == NULL) {
+        errno = ENOMEM;
+        return -1;
+    }
+    char *at = block;
+    const char *head[] = {a->program, count};
+    for (size_t i = 0; i < 2; i++) {
+        at = stpcpy(at, head[i]) + 1;
+    }
+    for (Py_ssize_t i = 0; i < argc; i++) {
+        at = stpcpy(at, a->argv[i]) + 1;
+    }
+    for (char **e = env; *e != NULL; e++) {
+        at = stpcpy(at, *e) + 1;
+    }
+    int result = write_all(fd, block, size);
+    PyMem_Free(block);
+    return result;
+}
+
+/*
+ * Make ready the helper's fds, argv and the child's keep set. 0 on success; -1 (errno
+ * set, no Python error) when the helper cannot be used for this spawn, which then
+ * changes the ids on a copy of our memory instead.
+ */
+static int
+prepare_helper(struct owned *o, struct spawn_args *a, struct helper_run *h)
+{
+    int floor = 3;
+    for (Py_ssize_t i = 0; i < a->n_keep; i++) {
+        floor = a->keep_fds[i] >= floor ? a->keep_fds[i] + 1 : floor;
+    }
+    for (Py_ssize_t i = 0; i < a->n_fd_map; i++) {
+        floor = a->fd_map[2 * i + 1] >= floor ? a->fd_map[2 * i + 1] + 1 : floor;
+    }
+    int report[2];
+    if (pipe2(report, O_CLOEXEC) < 0) {
+        return -1;
+    }
+    h->report_read = report[0];
+    h->report_write = raise_fd(report[1], floor);
+    h->block = raise_fd((int)syscall(SYS_memfd_create, "tether-command", MFD_CLOEXEC), floor);
+    if (h->report_write < 0 || h->block < 0 || write_command_block(h->block, a) < 0) {
+        close_helper_fds(h);
+        return -1;
+    }
+    int n_groups = a->set_groups ? (int)a->n_groups : 0;
+    size_t n_args = 8 + (size_t)n_groups;
+    char **argv = own(o, sizeof(char *) * (n_args + 1));
+    char *numbers = own(o, 24 * (n_args - 1));
+    int *keep = own(o, sizeof(int) * (size_t)(a->n_keep + 2));
+    char *path = own(o, strlen(id_helper_path) + 1); /* set_id_helper may change it */
+    if (argv == NULL || numbers == NULL || keep == NULL || path == NULL) {
+        PyErr_Clear();
+        close_helper_fds(h);
+        errno = ENOMEM;
+        return -1;
+    }
+    long values[7] = {h->report_write, h->block, (long)a->parent_pid, a->pdeathsig,
+                      a->gid, a->uid, a->set_groups ? (long)a->n_groups : -1};
+    a->helper = argv[0] = strcpy(path, id_helper_path);
+    for (size_t i = 1; i < n_args; i++) {
+        argv[i] = numbers + 24 * (i - 1);
+        long value = i <= 7 ? values[i - 1] : (long)a->groups[i - 8];
+        snprintf(argv[i], 24, "%ld", value);
+    }
+    argv[n_args] = NULL;
+    a->helper_argv = argv;
+    a->helper_fds[0] = h->report_write;
+    a->helper_fds[1] = h->block;
+    /* Both are above every kept fd: the keep set stays sorted with them at its end. */
+    memcpy(keep, a->keep_fds, sizeof(int) * (size_t)a->n_keep);
+    keep[a->n_keep] = h->report_write < h->block ? h->report_write : h->block;
+    keep[a->n_keep + 1] = h->report_write < h->block ? h->block : h->report_write;
+    h->keep_without = a->keep_fds;
+    h->n_keep_without = a->n_keep;
+    a->keep_fds = keep;
+    a->n_keep += 2;
+    return 0;
+}
+
+/* After the clone, with the GIL released: the helper's report, as the child's outcome.
+ * EOF with nothing written means the program was exec'd. */
+static void
+read_helper_report(struct helper_run *h, int *error, int *stage)
+{
+    close(h->report_write);
+    h->report_write = -1;
+    close(h->block);
+    h->block = -1;
+    int report[2];
+    size_t got = 0;
+    while (got < sizeof report) {
+        ssize_t n = read(h->report_read, (char *)report + got, sizeof report - got);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n <= 0) {
+            break;
+        }
+        got += (size_t)n;
+    }
+    if (got == 0) {
+        return;
+    }
+    if (got < sizeof report || report[0] == 0) {
+        report[0] = got < sizeof report ? EIO : EINVAL;
+        report[1] = 6;
+    }
+    /* _setids.c's enum step: 1 reading the command, 2..5 the id steps, 6 the exec */
+    static const int stages[] = {STAGE_EXEC,   STAGE_EXEC,      STAGE_SETGROUPS, STAGE_SETGID,
+                                 STAGE_SETUID, STAGE_PDEATHSIG, STAGE_EXEC};
+    *error = report[0];
+    *stage = report[1] >= 1 && report[1] <= 6 ? stages[report[1]] : STAGE_EXEC;
+}
+
+PyDoc_STRVAR(set_id_helper_doc,
+"set_id_helper(path) -> None\n\n"
+"The id helper's path (bytes), which children that change their user or group ids\n"
+"exec to do it on a memory map of their own; None: they are cloned with a copy of\n"
+"ours instead. Set at import by tether._native; a failed exec of it unsets it.");
+
+static PyObject *
+native_set_id_helper(PyObject *module, PyObject *path)
+{
+    if (path == Py_None) {
+        id_helper_on = 0;
+        Py_RETURN_NONE;
+    }
+    if (!PyBytes_Check(path)) {
+        PyErr_SetString(PyExc_TypeError, "set_id_helper(): the path must be bytes or None");
+        return NULL;
+    }
+    Py_ssize_t size = PyBytes_GET_SIZE(path);
+    if (size == 0 || (size_t)size >= sizeof id_helper_path ||
+        strlen(PyBytes_AS_STRING(path)) != (size_t)size) {
+        PyErr_SetString(PyExc_ValueError, "set_id_helper(): not a usable path");
+        return NULL;
+    }
+    id_helper_on = 0;
+    memcpy(id_helper_path, PyBytes_AS_STRING(path), (size_t)size + 1);
+    id_helper_on = 1;
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(id_helper_doc,
+"id_helper() -> bytes | None\n\n"
+"The id helper's path, or None when children that change ids do not use one.");
+
+static PyObject *
+native_id_helper(PyObject *module, PyObject *unused)
+{
+    if (!id_helper_on) {
+        Py_RETURN_NONE;
+    }
+    return PyBytes_FromString(id_helper_path);
+}
+
 PyDoc_STRVAR(spawn_doc,
 "spawn(program, argv, envp, cwd, fd_map, keep_fds, pass_fds, default_signals,\n"
 "      limits, groups, new_session, pgid, umask, cgroup_fd, pdeathsig,\n"
@@ -931,6 +1199,7 @@ spawn_with_flags(PyObject *const *args, Py_ssize_t nargs, int clone_flags,
         return NULL;
     }
     struct owned o = {0};
+    struct helper_run helper = {-1, -1, -1, NULL, 0};
     struct spawn_args a;
     memset(&a, 0, sizeof a);
     a.program = program;
@@ -986,6 +1255,11 @@ spawn_with_flags(PyObject *const *args, Py_ssize_t nargs, int clone_flags,
         }
     }
 
+    a.share_vm = !ids_change(&a);
+    if (!a.share_vm && id_helper_on && clone_flags == 0 && !a.autokill &&
+        prepare_helper(&o, &a, &helper) == 0) {
+        a.share_vm = 1;
+    }
     /* Shared, so that a child cloned without CLONE_VM still reports into it. */
     int stack_slot;
     char *stack = take_stack(&stack_slot);
@@ -994,12 +1268,14 @@ spawn_with_flags(PyObject *const *args, Py_ssize_t nargs, int clone_flags,
         goto done;
     }
     struct outcome *outcome = (struct outcome *)stack; /* the stack grows down, far above */
-    outcome->error = 0;
-    outcome->stage = STAGE_NONE;
     a.outcome = outcome;
     pid_t pid;
-    int pidfd, clone_error = 0, child_error, child_stage;
+    int pidfd, clone_error, child_error, child_stage, helper_refused = 0;
     sigset_t all, old;
+clone_again:
+    outcome->error = 0;
+    outcome->stage = STAGE_NONE;
+    clone_error = 0;
     Py_BEGIN_ALLOW_THREADS
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
@@ -1007,9 +1283,12 @@ spawn_with_flags(PyObject *const *args, Py_ssize_t nargs, int clone_flags,
     if (pid < 0) {
         clone_error = errno;
     }
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
     child_error = outcome->error;
     child_stage = outcome->stage;
+    if (pid > 0 && child_error == 0 && a.helper != NULL) {
+        read_helper_report(&helper, &child_error, &child_stage);
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (pid > 0 && child_error != 0) {
         int status;
         while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
@@ -1019,6 +1298,30 @@ spawn_with_flags(PyObject *const *args, Py_ssize_t nargs, int clone_flags,
         }
     }
     Py_END_ALLOW_THREADS
+    if (a.helper != NULL) {
+        close_helper_fds(&helper);
+        /* The helper could not be exec'd (removed, a noexec mount...): this child and
+         * every later one change their ids on a copy of our memory. Or the helper was
+         * refused an id step: the exec may have lost privileges this process holds
+         * (capabilities from a file or capset that an exec does not carry over), so the
+         * copy path tries too, with the error it gets being the one that counts. */
+        int unusable = pid > 0 && child_stage == STAGE_HELPER;
+        helper_refused = pid > 0 && child_error == EPERM &&
+                         (child_stage == STAGE_SETGROUPS || child_stage == STAGE_SETGID ||
+                          child_stage == STAGE_SETUID);
+        if (unusable || helper_refused) {
+            id_helper_on = unusable ? 0 : id_helper_on;
+            a.helper = NULL;
+            a.keep_fds = helper.keep_without;
+            a.n_keep = helper.n_keep_without;
+            a.share_vm = 0;
+            a.handlers_cleared = 0;
+            goto clone_again;
+        }
+    }
+    else if (helper_refused && pid > 0 && child_error == 0) {
+        id_helper_on = 0; /* the copy path could: our privileges do not survive an exec */
+    }
     give_back_stack(stack, stack_slot);
     if (pid < 0) {
         result = Py_BuildValue("(iiis)", 0, -1, clone_error, "fork");
@@ -1042,6 +1345,7 @@ spawn_with_flags(PyObject *const *args, Py_ssize_t nargs, int clone_flags,
         }
     }
 done:
+    close_helper_fds(&helper);
     release(&o);
     return result;
 }
@@ -1681,6 +1985,8 @@ static PyObject *native_set_status_types(PyObject *module, PyObject *const *args
 static PyObject *native_reap_status(PyObject *module, PyObject *arg);
 
 static PyMethodDef methods[] = {
+    {"set_id_helper", native_set_id_helper, METH_O, set_id_helper_doc},
+    {"id_helper", native_id_helper, METH_NOARGS, id_helper_doc},
     {"spawn", (PyCFunction)(void (*)(void))native_spawn, METH_FASTCALL, spawn_doc},
     {"clone3_clear_sighand", native_clone3_clear_sighand, METH_VARARGS,
      "clone3_clear_sighand([enable]): whether children are cloned with clone3 and\n"

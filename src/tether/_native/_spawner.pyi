@@ -9,6 +9,12 @@ from tether._status import Exited, Rusage, Signaled, Status
 STAGES: tuple[SpawnStage, ...]
 """The child's steps between clone and exec, in order, as the C code names them."""
 
+def set_id_helper(path: bytes | None, /) -> None:
+    """The id helper's path; None: children that change ids get a copy of our memory."""
+
+def id_helper() -> bytes | None:
+    """The id helper's path, or None when children that change ids do not use one."""
+
 def spawn(
     program: bytes,
     argv: Sequence[bytes],
