@@ -184,6 +184,88 @@ print(done.stdout.decode().strip(), tether._native.id_helper())
 
 
 @as_root
+def test_a_change_of_ids_goes_through_the_registered_helper(tmp_path: Path) -> None:
+    # A stand-in that leaves a mark and execs the real helper: proof that the helper
+    # path is the one taken (the copy path would never run it).
+    spawner = tether._native.spawner
+    registered = spawner.id_helper()
+    mark = tmp_path / "ran"
+    stand_in = tmp_path / "stand-in"
+    stand_in.write_text(f'#!/bin/sh\necho "$@" > {mark}\nexec {helper_path()} "$@"\n')
+    stand_in.chmod(0o755)
+    spawner.set_id_helper(os.fsencode(stand_in))
+    try:
+        done = tether.run(["id", "-u"], user=NOBODY, capture=True, check=True)
+        assert spawner.id_helper() == os.fsencode(stand_in)
+    finally:
+        spawner.set_id_helper(registered)
+    assert done.stdout == b"65534\n"
+    # REPORT_FD BLOCK_FD PARENT_PID PDEATHSIG CAPS GID UID NGROUPS: no command, no env
+    report_fd, block_fd, parent, pdeathsig, _, *ids = mark.read_text().split()
+    assert ids == ["-1", str(NOBODY), "-1"]
+    assert (parent, pdeathsig) == (str(os.getpid()), "0")
+    assert int(report_fd) > 2
+    assert int(block_fd) > 2
+
+
+@as_root
+def test_a_busy_helper_fails_one_spawn_over_to_the_copy_and_stays_in_use(tmp_path: Path) -> None:
+    # ETXTBSY (the file open for writing) is this spawn's trouble, not the helper's.
+    spawner = tether._native.spawner
+    registered = spawner.id_helper()
+    stand_in = tmp_path / "_setids"
+    stand_in.write_bytes(Path(helper_path()).read_bytes())
+    stand_in.chmod(0o755)
+    spawner.set_id_helper(os.fsencode(stand_in))
+    try:
+        with open(stand_in, "r+b"):
+            done = tether.run(["id", "-u"], user=NOBODY, capture=True, check=True)
+        assert done.stdout == b"65534\n"
+        assert spawner.id_helper() == os.fsencode(stand_in)
+        done = tether.run(["id", "-u"], user=NOBODY, capture=True, check=True)
+        assert done.stdout == b"65534\n"
+        assert spawner.id_helper() == os.fsencode(stand_in)
+    finally:
+        spawner.set_id_helper(registered)
+
+
+@as_root
+def test_too_many_groups_are_a_setgroups_spawn_error(id_path: str) -> None:
+    too_many = 65537  # NGROUPS_MAX + 1
+    with pytest.raises(tether.SpawnError) as caught:
+        tether.spawn(["true"], user=NOBODY, extra_groups=list(range(too_many)))
+    assert caught.value.stage == "setgroups"
+    assert caught.value.errno == errno.EINVAL
+
+
+@as_root
+@pytest.mark.parametrize("path", ["helper", "copy"])
+def test_a_capability_the_caller_dropped_is_not_regained_by_the_helper_s_exec(path: str) -> None:
+    # Root without CAP_SETUID in its effective and permitted sets (the bounding set still
+    # has it, so an exec by root would get it back) may not become nobody on either path.
+    script = f"""
+import ctypes, errno, tether, tether._native
+if {path == "copy"!r}:
+    tether._native.spawner.set_id_helper(None)
+tether.run(["true"], check=True)
+libc = ctypes.CDLL(None, use_errno=True)
+header = (ctypes.c_uint32 * 2)(0x20080522, 0)
+data = (ctypes.c_uint32 * 6)()
+assert libc.capget(header, data) == 0
+CAP_SETUID = 7
+data[0] &= ~(1 << CAP_SETUID)  # effective
+data[1] &= ~(1 << CAP_SETUID)  # permitted
+assert libc.capset(header, data) == 0, ctypes.get_errno()
+try:
+    tether.spawn(["true"], user={NOBODY})
+except tether.SpawnError as error:
+    print(error.stage, errno.errorcode[error.errno], tether._native.id_helper() is not None)
+"""
+    done = tether.run([PY, "-c", script], capture=True, check=True)
+    assert done.stdout == f"setuid EPERM {path == 'helper'}\n".encode()
+
+
+@as_root
 @pytest.mark.parametrize("missing", ["absent", "not_executable"])
 def test_a_helper_that_cannot_run_is_dropped_and_the_spawn_still_made(
     missing: str, tmp_path: Path
@@ -248,14 +330,35 @@ def test_set_id_helper_refuses_bad_paths() -> None:
 # --- the helper's protocol, by hand --------------------------------------------------------
 
 
-def _run_helper(block: bytes, *ids: str) -> tuple[int, bytes, bytes]:
-    """Run the helper with *block* as its command: (exit code, report, stdout)."""
+ALL_CAPABILITIES = ":".join(["ffffffffffffffff"] * 3)
+"""The helper's CAPS argument that narrows nothing."""
+KEEP_IDS = ("-1", "-1", "-1")
+"""GID, UID and NGROUPS that change nothing."""
+
+
+def _run_helper(
+    block: bytes,
+    *ids: str,
+    parent: int | None = None,
+    pdeathsig: int = 0,
+    capabilities: str = ALL_CAPABILITIES,
+) -> tuple[tether.Status, bytes, bytes]:
+    """Run the helper with *block* as its command: (status, report, stdout)."""
     report_read, report_write = os.pipe()
     command = os.memfd_create("command")
     os.write(command, block)
+    parent = os.getpid() if parent is None else parent
     try:
         process = tether.spawn(
-            [helper_path(), str(report_write), str(command), str(os.getpid()), "0", *ids],
+            [
+                helper_path(),
+                str(report_write),
+                str(command),
+                str(parent),
+                str(pdeathsig),
+                capabilities,
+                *ids,
+            ],
             pass_fds=[report_write, command],
             env={},
             stdout=tether.PIPE,
@@ -273,22 +376,26 @@ def _run_helper(block: bytes, *ids: str) -> tuple[int, bytes, bytes]:
         for fd in (report_read, report_write, command):
             if fd >= 0:
                 os.close(fd)
+    return status, report, out
+
+
+def _exit_code(status: tether.Status) -> int:
     assert isinstance(status, tether.Exited)
-    return status.exit_code, report, out
+    return status.exit_code
 
 
 def test_the_helper_execs_the_block_s_command_with_its_environment_and_reports_nothing() -> None:
     block = b"/bin/sh\0" + b"3\0" + b"named\0-c\0echo $0 $A; ls /proc/self/fd\0" + b"A=1\0B=2\0"
-    code, report, out = _run_helper(block, "-1", "-1", "-1")
-    assert code == 0
+    status, report, out = _run_helper(block, *KEEP_IDS)
+    assert _exit_code(status) == 0
     assert report == b"", "a successful exec closes the report pipe with nothing written"
     assert out.split(b"\n")[0] == b"named 1"
     assert sorted(int(fd) for fd in out.split()[2:]) == [0, 1, 2, 3]  # 3: ls's own listing
 
 
 def test_the_helper_reports_a_failed_exec_as_errno_and_step() -> None:
-    code, report, _ = _run_helper(b"/nonexistent/prog\0" + b"1\0" + b"prog\0", "-1", "-1", "-1")
-    assert code == 127
+    status, report, _ = _run_helper(b"/nonexistent/prog\0" + b"1\0" + b"prog\0", *KEEP_IDS)
+    assert _exit_code(status) == 127
     assert struct.unpack("ii", report) == (errno.ENOENT, 6)
 
 
@@ -298,17 +405,65 @@ def test_the_helper_reports_a_failed_exec_as_errno_and_step() -> None:
     ids=["empty", "no_count", "bad_count", "short_argv"],
 )
 def test_the_helper_reports_a_malformed_command_block(block: bytes) -> None:
-    code, report, _ = _run_helper(block, "-1", "-1", "-1")
-    assert code == 127
+    status, report, _ = _run_helper(block, *KEEP_IDS)
+    assert _exit_code(status) == 127
     reported_errno, step = struct.unpack("ii", report)
     assert step == 1
     assert reported_errno != 0
 
 
+TRUE_BLOCK = b"/bin/true\0" + b"1\0" + b"true\0"
+
+
+@pytest.mark.parametrize(
+    ("capabilities", "ids"),
+    [
+        ("ff:ff", KEEP_IDS),
+        ("ff:ff:ff:ff", KEEP_IDS),
+        ("-1:0:0", KEEP_IDS),
+        (ALL_CAPABILITIES, ("-1", "-1")),
+        (ALL_CAPABILITIES, ("-1", "-1", "2", "5")),
+        (ALL_CAPABILITIES, ("-1", "-1", "1", "5", "6")),
+        (ALL_CAPABILITIES, ("-1", "-2", "-1")),
+        (ALL_CAPABILITIES, ("4294967295", "-1", "-1")),
+        (ALL_CAPABILITIES, ("-1", "-1", "1", "x")),
+    ],
+    ids=[
+        "caps_short",
+        "caps_long",
+        "caps_signed",
+        "ids_missing",
+        "group_missing",
+        "group_extra",
+        "uid_below_range",
+        "gid_above_range",
+        "group_not_a_number",
+    ],
+)
+def test_the_helper_reports_bad_arguments_rather_than_running_anything(
+    capabilities: str, ids: tuple[str, ...]
+) -> None:
+    # Started by the spawner (a report fd open), bad arguments are a report like any
+    # failed step: never a silent exit the spawner would take for the program's own.
+    status, report, out = _run_helper(TRUE_BLOCK, *ids, capabilities=capabilities)
+    assert _exit_code(status) == 127
+    assert struct.unpack("ii", report) == (errno.EINVAL, 1)
+    assert out == b""
+
+
+def test_the_helper_sends_the_parent_death_signal_when_the_parent_is_gone_already() -> None:
+    # PARENT_PID is not our parent: as if the spawner died before the signal was armed.
+    status, report, _ = _run_helper(
+        TRUE_BLOCK, *KEEP_IDS, parent=os.getppid(), pdeathsig=signal.SIGKILL
+    )
+    assert status == tether.Signaled(signal.SIGKILL)
+    assert report == b""
+
+
 @pytest.mark.parametrize(
     "args",
     [[], ["x", "4", "1", "0", "-1", "-1", "-1"], ["3", "4", "1", "0", "-1", "-1", "2", "5"]],
-    ids=["none", "not_a_number", "missing_group"],
+    ids=["none", "not_a_number", "report_fd_not_open"],
 )
 def test_the_helper_started_by_hand_explains_itself(args: list[str]) -> None:
     done = tether.run([helper_path(), *args], capture=True)

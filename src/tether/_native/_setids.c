@@ -11,14 +11,22 @@
  * the parent's cost stays flat.
  *
  * Usage (by the spawner only):
- *   _setids REPORT_FD BLOCK_FD PARENT_PID PDEATHSIG GID UID NGROUPS [GROUP ...]
+ *   _setids REPORT_FD BLOCK_FD PARENT_PID PDEATHSIG CAPS GID UID NGROUPS [GROUP ...]
  *
  * BLOCK_FD is a memfd holding the command as NUL-terminated strings: the program's path,
  * the count of its arguments, the arguments, then the environment's entries to the end.
  * The environment does not come in this program's own argv, which any local user may
  * read in /proc/PID/cmdline, nor in its own environment, which the dynamic loader and
  * libc would act on while this program still runs with the parent's ids: it is started
- * with an empty one. GID, UID (-1: keep) and the groups (NGROUPS -1: keep) are set in
+ * with an empty one.
+ *
+ * CAPS is the spawning thread's capability sets, "EFFECTIVE:PERMITTED:INHERITABLE" in
+ * hex. An exec by root gets every capability of the bounding set back, so a caller that
+ * had dropped some (CAP_SETUID, say) would otherwise find them restored here: the helper
+ * first narrows its own sets to the caller's, so that each id step is allowed exactly
+ * when it would have been in the caller. (An exec may also lose privileges the caller
+ * had, such as capabilities from a file; the spawner then makes the child without this
+ * program.) Then the groups (NGROUPS -1: keep), GID and UID (-1: keep) are set, in
  * that order, then PR_SET_PDEATHSIG (PDEATHSIG 0: none; a change of ids clears it), and
  * if PARENT_PID is no longer our parent by then, the signal is sent at once, as the
  * spawner does for its other children.
@@ -26,7 +34,9 @@
  * REPORT_FD is the write end of a pipe the spawner reads until EOF. It is made
  * close-on-exec first, so a successful exec closes it with nothing written; a failed
  * step writes two ints, errno and the step's number (enum step below, which the
- * spawner maps to its stage names), and exits 127. Exit 2 is a misuse: bad arguments.
+ * spawner maps to its stage names), and exits 127; bad arguments are the first step's
+ * EINVAL. Only when REPORT_FD itself is not an open fd (a start by hand) does it print
+ * its usage and exit 2.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -37,19 +47,22 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/capability.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/types.h>
 #include <unistd.h>
 
 /* Numbered as _spawner.c's helper_stage() reads them. */
 enum step {
-    STEP_READ = 1, /* reading the command block */
+    STEP_READ = 1, /* the arguments and the command block */
     STEP_SETGROUPS = 2,
     STEP_SETGID = 3,
     STEP_SETUID = 4,
     STEP_PDEATHSIG = 5,
     STEP_EXEC = 6,
+    STEP_CAPABILITIES = 7, /* narrowing ours to the caller's, before the id steps */
 };
 
 static int report_fd = -1;
@@ -63,12 +76,13 @@ fail(int step)
     _exit(127);
 }
 
+/* A decimal in [low, high] into *out; -1 otherwise. 64-bit on 32-bit machines too. */
 static int
-parse_long(const char *text, long low, long high, long *out)
+parse_number(const char *text, long long low, long long high, long long *out)
 {
     char *end = NULL;
     errno = 0;
-    long value = strtol(text, &end, 10);
+    long long value = strtoll(text, &end, 10);
     if (errno != 0 || end == text || *end != '\0' || value < low || value > high) {
         return -1;
     }
@@ -76,13 +90,56 @@ parse_long(const char *text, long low, long high, long *out)
     return 0;
 }
 
+/* "EFFECTIVE:PERMITTED:INHERITABLE", each a 64-bit hex mask; -1 when malformed. */
+static int
+parse_capabilities(const char *text, unsigned long long sets[3])
+{
+    for (int i = 0; i < 3; i++) {
+        char *end = NULL;
+        errno = 0;
+        if (*text < '0' || *text > 'f') {
+            return -1; /* strtoull would take a sign or spaces */
+        }
+        sets[i] = strtoull(text, &end, 16);
+        if (errno != 0 || end == text || *end != (i < 2 ? ':' : '\0')) {
+            return -1;
+        }
+        text = end + 1;
+    }
+    return 0;
+}
+
 static void
 usage(void)
 {
-    fputs("usage: _setids REPORT_FD BLOCK_FD PARENT_PID PDEATHSIG GID UID NGROUPS [GROUP ...]\n"
-          "(tether's id helper: started by tether's spawner, not by hand)\n",
+    fputs("usage: _setids REPORT_FD BLOCK_FD PARENT_PID PDEATHSIG CAPS GID UID NGROUPS [GROUP "
+          "...]\n(tether's id helper: started by tether's spawner, not by hand)\n",
           stderr);
     exit(2);
+}
+
+static void
+bad_arguments(void)
+{
+    errno = EINVAL;
+    fail(STEP_READ);
+}
+
+/* Our capability sets, each narrowed to the caller's (dropping is always allowed). */
+static int
+narrow_capabilities(const unsigned long long caller[3])
+{
+    struct __user_cap_header_struct header = {_LINUX_CAPABILITY_VERSION_3, 0};
+    struct __user_cap_data_struct data[2];
+    if (syscall(SYS_capget, &header, data) < 0) {
+        return -1;
+    }
+    for (int word = 0; word < 2; word++) {
+        data[word].effective &= (uint32_t)(caller[0] >> (32 * word));
+        data[word].permitted &= (uint32_t)(caller[1] >> (32 * word));
+        data[word].inheritable &= (uint32_t)(caller[2] >> (32 * word));
+    }
+    return (int)syscall(SYS_capset, &header, data);
 }
 
 /* The whole memfd, read from its start. NULL with errno set on failure. */
@@ -118,7 +175,7 @@ read_block(int fd, size_t *size)
 /* The strings of block[0:size] into a new NULL-terminated array, from *offset on:
  * count of them, or every one left when count is -1. */
 static char **
-split(char *block, size_t size, size_t *offset, long count)
+split(char *block, size_t size, size_t *offset, long long count)
 {
     long n = 0;
     for (size_t at = *offset; at < size && (count < 0 || n < count); at += strlen(block + at) + 1) {
@@ -142,25 +199,29 @@ split(char *block, size_t size, size_t *offset, long count)
 int
 main(int argc, char **argv)
 {
-    long report, block_fd, parent, pdeathsig, gid, uid, ngroups;
-    if (argc < 8 || parse_long(argv[1], 0, INT32_MAX, &report) < 0 ||
-        parse_long(argv[2], 0, INT32_MAX, &block_fd) < 0 ||
-        parse_long(argv[3], 0, INT32_MAX, &parent) < 0 ||
-        parse_long(argv[4], 0, 64, &pdeathsig) < 0 ||
-        parse_long(argv[5], -1, UINT32_MAX - 1L, &gid) < 0 ||
-        parse_long(argv[6], -1, UINT32_MAX - 1L, &uid) < 0 ||
-        parse_long(argv[7], -1, 65536, &ngroups) < 0 || argc != 8 + (ngroups > 0 ? ngroups : 0)) {
-        usage();
+    const long long max_id = 4294967294LL; /* (uid_t)-1 means "unchanged" to the kernel */
+    long long report, block_fd, parent, pdeathsig, gid, uid, ngroups;
+    unsigned long long caller_capabilities[3];
+    if (argc < 2 || parse_number(argv[1], 0, INT32_MAX, &report) < 0 ||
+        fcntl((int)report, F_SETFD, FD_CLOEXEC) < 0) {
+        usage(); /* no report fd: not started by the spawner */
     }
     report_fd = (int)report;
-    if (fcntl(report_fd, F_SETFD, FD_CLOEXEC) < 0) {
-        usage(); /* not an open fd: nobody to report to */
+    if (argc < 9 || parse_number(argv[2], 0, INT32_MAX, &block_fd) < 0 ||
+        parse_number(argv[3], 0, INT32_MAX, &parent) < 0 ||
+        parse_number(argv[4], 0, 64, &pdeathsig) < 0 ||
+        parse_capabilities(argv[5], caller_capabilities) < 0 ||
+        parse_number(argv[6], -1, max_id, &gid) < 0 ||
+        parse_number(argv[7], -1, max_id, &uid) < 0 ||
+        parse_number(argv[8], -1, INT32_MAX, &ngroups) < 0 ||
+        argc - 9 != (ngroups > 0 ? ngroups : 0)) {
+        bad_arguments();
     }
     gid_t *groups = calloc(ngroups > 0 ? (size_t)ngroups : 1, sizeof *groups);
-    for (long i = 0; groups != NULL && i < ngroups; i++) {
-        long group;
-        if (parse_long(argv[8 + i], 0, UINT32_MAX - 1L, &group) < 0) {
-            usage();
+    for (long long i = 0; groups != NULL && i < ngroups; i++) {
+        long long group;
+        if (parse_number(argv[9 + i], 0, max_id, &group) < 0) {
+            bad_arguments();
         }
         groups[i] = (gid_t)group;
     }
@@ -172,8 +233,8 @@ main(int argc, char **argv)
     }
     close((int)block_fd);
     char **program = split(block, size, &offset, 2);
-    long count;
-    if (program == NULL || parse_long(program[1], 1, INT32_MAX, &count) < 0) {
+    long long count;
+    if (program == NULL || parse_number(program[1], 1, INT32_MAX, &count) < 0) {
         errno = errno ? errno : EINVAL;
         fail(STEP_READ);
     }
@@ -183,6 +244,9 @@ main(int argc, char **argv)
         fail(STEP_READ);
     }
 
+    if (narrow_capabilities(caller_capabilities) < 0) {
+        fail(STEP_CAPABILITIES);
+    }
     if (ngroups >= 0 && setgroups((size_t)ngroups, groups) < 0) {
         fail(STEP_SETGROUPS);
     }

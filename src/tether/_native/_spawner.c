@@ -45,6 +45,7 @@
 #include <signal.h>
 #include <stdint.h>
 #include <string.h>
+#include <linux/capability.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -979,10 +980,18 @@ prepare_helper(struct owned *o, struct spawn_args *a, struct helper_run *h)
         close_helper_fds(h);
         return -1;
     }
+    /* The calling thread's capabilities, which the child has until its exec (see
+     * _setids.c: the helper narrows its own to them). */
+    struct __user_cap_header_struct cap_header = {_LINUX_CAPABILITY_VERSION_3, 0};
+    struct __user_cap_data_struct caps[2];
+    if (syscall(SYS_capget, &cap_header, caps) < 0) {
+        close_helper_fds(h);
+        return -1;
+    }
     int n_groups = a->set_groups ? (int)a->n_groups : 0;
-    size_t n_args = 8 + (size_t)n_groups;
+    size_t n_args = 9 + (size_t)n_groups;
     char **argv = own(o, sizeof(char *) * (n_args + 1));
-    char *numbers = own(o, 24 * (n_args - 1));
+    char *numbers = own(o, 64 * (n_args - 1));
     int *keep = own(o, sizeof(int) * (size_t)(a->n_keep + 2));
     char *path = own(o, strlen(id_helper_path) + 1); /* set_id_helper may change it */
     if (argv == NULL || numbers == NULL || keep == NULL || path == NULL) {
@@ -991,13 +1000,23 @@ prepare_helper(struct owned *o, struct spawn_args *a, struct helper_run *h)
         errno = ENOMEM;
         return -1;
     }
-    long values[7] = {h->report_write, h->block, (long)a->parent_pid, a->pdeathsig,
-                      a->gid, a->uid, a->set_groups ? (long)a->n_groups : -1};
+    long long values[] = {h->report_write, h->block, a->parent_pid, a->pdeathsig, 0,
+                          a->gid, a->uid, a->set_groups ? (long long)a->n_groups : -1};
     a->helper = argv[0] = strcpy(path, id_helper_path);
     for (size_t i = 1; i < n_args; i++) {
-        argv[i] = numbers + 24 * (i - 1);
-        long value = i <= 7 ? values[i - 1] : (long)a->groups[i - 8];
-        snprintf(argv[i], 24, "%ld", value);
+        argv[i] = numbers + 64 * (i - 1);
+        if (i == 5) {
+            snprintf(argv[i], 64, "%llx:%llx:%llx",
+                     (unsigned long long)caps[1].effective << 32 | caps[0].effective,
+                     (unsigned long long)caps[1].permitted << 32 | caps[0].permitted,
+                     (unsigned long long)caps[1].inheritable << 32 | caps[0].inheritable);
+        }
+        else if (i <= 8) {
+            snprintf(argv[i], 64, "%lld", values[i - 1]);
+        }
+        else {
+            snprintf(argv[i], 64, "%u", (unsigned int)a->groups[i - 9]);
+        }
     }
     argv[n_args] = NULL;
     a->helper_argv = argv;
@@ -1012,6 +1031,19 @@ prepare_helper(struct owned *o, struct spawn_args *a, struct helper_run *h)
     a->keep_fds = keep;
     a->n_keep += 2;
     return 0;
+}
+
+/* Whether a failed exec of the helper will fail again for every spawn. */
+static int
+helper_gone_for_good(int error)
+{
+    switch (error) {
+    case ENOENT: case ENOTDIR: case EACCES: case EPERM: case ENOEXEC: case ELIBBAD:
+    case ELOOP: case ENAMETOOLONG:
+        return 1;
+    default:
+        return 0; /* ETXTBSY, E2BIG, ENOMEM...: this spawn's, not the helper's */
+    }
 }
 
 /* After the clone, with the GIL released: the helper's report, as the child's outcome.
@@ -1042,11 +1074,13 @@ read_helper_report(struct helper_run *h, int *error, int *stage)
         report[0] = got < sizeof report ? EIO : EINVAL;
         report[1] = 6;
     }
-    /* _setids.c's enum step: 1 reading the command, 2..5 the id steps, 6 the exec */
+    /* _setids.c's enum step: 1 its arguments and the command, 2..5 the id steps, 6 the
+     * exec, 7 narrowing its capabilities (which prepares the id steps, so counts as
+     * the first of them). */
     static const int stages[] = {STAGE_EXEC,   STAGE_EXEC,      STAGE_SETGROUPS, STAGE_SETGID,
-                                 STAGE_SETUID, STAGE_PDEATHSIG, STAGE_EXEC};
+                                 STAGE_SETUID, STAGE_PDEATHSIG, STAGE_EXEC,      STAGE_SETGROUPS};
     *error = report[0];
-    *stage = report[1] >= 1 && report[1] <= 6 ? stages[report[1]] : STAGE_EXEC;
+    *stage = report[1] >= 1 && report[1] <= 7 ? stages[report[1]] : STAGE_EXEC;
 }
 
 PyDoc_STRVAR(set_id_helper_doc,
@@ -1283,12 +1317,13 @@ clone_again:
     if (pid < 0) {
         clone_error = errno;
     }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
     child_error = outcome->error;
     child_stage = outcome->stage;
     if (pid > 0 && child_error == 0 && a.helper != NULL) {
+        /* The helper runs on a map of its own: our handlers may run again meanwhile. */
         read_helper_report(&helper, &child_error, &child_stage);
     }
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (pid > 0 && child_error != 0) {
         int status;
         while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
@@ -1300,17 +1335,20 @@ clone_again:
     Py_END_ALLOW_THREADS
     if (a.helper != NULL) {
         close_helper_fds(&helper);
-        /* The helper could not be exec'd (removed, a noexec mount...): this child and
-         * every later one change their ids on a copy of our memory. Or the helper was
-         * refused an id step: the exec may have lost privileges this process holds
-         * (capabilities from a file or capset that an exec does not carry over), so the
-         * copy path tries too, with the error it gets being the one that counts. */
+        /* The helper could not be exec'd: this child changes its ids on a copy of our
+         * memory, and so does every later one when the cause will not go away (removed,
+         * a noexec mount...; not a busy file or a limit of this child's). Or the helper
+         * was refused an id step: the exec may have lost privileges this process holds
+         * (capabilities from a file, or outside the bounding set), so the copy path
+         * tries too, and the error it gets is the one that counts. */
         int unusable = pid > 0 && child_stage == STAGE_HELPER;
         helper_refused = pid > 0 && child_error == EPERM &&
                          (child_stage == STAGE_SETGROUPS || child_stage == STAGE_SETGID ||
                           child_stage == STAGE_SETUID);
         if (unusable || helper_refused) {
-            id_helper_on = unusable ? 0 : id_helper_on;
+            if (unusable && helper_gone_for_good(child_error)) {
+                id_helper_on = 0;
+            }
             a.helper = NULL;
             a.keep_fds = helper.keep_without;
             a.n_keep = helper.n_keep_without;
