@@ -352,3 +352,51 @@ def test_group_signal_needs_a_group_leader(sleeper: tether.Process) -> None:
     with pytest.raises(ValueError, match="does not lead a process group"):
         sleeper.send_signal(signal.SIGTERM, group=True)
     assert sleeper.poll() is None
+
+
+# --- the untimed wait's own path (one frame, no lease object) ---------------------------
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def test_an_untimed_wait_ended_by_a_raising_handler_gives_its_fd_back(
+    sleeper: tether.Process,
+) -> None:
+    def interrupt(signum: int, frame: object) -> None:
+        raise _Interrupted
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.05)
+        with pytest.raises(_Interrupted):
+            sleeper.wait()
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert sleeper._borrowers == 0, "the interrupted wait kept its borrow"
+    had_pidfd = sleeper.pidfd is not None
+    sleeper.kill()
+    assert sleeper.wait() == tether.Signaled(signal.SIGKILL)
+    assert sleeper.pidfd is None  # closed by the reap: no borrower was left to keep it
+    if had_pidfd:
+        assert sleeper._borrowers == 0
+
+
+def test_an_untimed_wait_beside_a_timed_one_leaves_the_fd_to_the_last(
+    sleeper: tether.Process,
+) -> None:
+    # The timed waiter holds a borrow while the untimed one reaps: the pidfd must stay
+    # open until the timed waiter has given its borrow back, then close.
+    results: list[tether.Status] = []
+    timed = threading.Thread(target=lambda: results.append(sleeper.wait(timeout=30)))
+    timed.start()
+    untimed = threading.Thread(target=lambda: results.append(sleeper.wait()))
+    untimed.start()
+    sleeper.kill()
+    timed.join()
+    untimed.join()
+    assert results == [tether.Signaled(signal.SIGKILL)] * 2
+    assert sleeper._borrowers == 0
+    assert sleeper.pidfd is None

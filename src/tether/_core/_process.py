@@ -47,6 +47,7 @@ from . import _exit_policy as _exit_policy  # registers the interpreter-exit pol
 from . import _registry
 from ._lease import ExitFdLease, wait_for_exit
 from ._pipes import close_pipes, open_pipe
+from ._reap import blocking_wait as _blocking_wait
 from ._reap import reap_pidfd
 from ._reaper import REAPER
 from ._stop_signal import check_stop_signal, send_stop_signal
@@ -230,10 +231,43 @@ class Process:
         :class:`tether.TimeoutExpired` when *timeout* seconds pass first, leaving the
         child running. Any number of threads may wait at once; all get the same status.
         """
+        if timeout is None and _blocking_wait is not None:
+            status = self._wait_on_own_pidfd()
+            if status is not None:
+                return status
         status = wait_for_exit(self, timeout)
         if status is None:
             raise TimeoutExpired(self.args, timeout if timeout is not None else 0.0)
         return status
+
+    def _wait_on_own_pidfd(self) -> Status | None:
+        # wait() without a timeout on a child with a pidfd: wait_for_exit with its lease
+        # spelled out in one frame, the borrowed fd held in a local that is counted and
+        # set, then uncounted and cleared, in single steps (no call between the two
+        # stores, so no interrupt either). After the child's exit every call runs on
+        # caches the exit evicted, and this is the path to the caller's answer. None:
+        # nothing was borrowed, or the reap found the child running; the general path
+        # then does the rest.
+        fd = None
+        try:
+            with self._lock:
+                pidfd = self._pidfd
+                if (
+                    pidfd is None
+                    or self._status is not None
+                    or self._lost
+                    or self._detached
+                    or not self._started
+                ):
+                    return None
+                self._borrowers, fd = self._borrowers + 1, pidfd
+            _blocking_wait(pidfd)  # type: ignore[misc]  # not None: checked by wait()
+            with self._lock:
+                self._borrowers, fd = self._borrowers - 1, None
+                return self._reap_after_wait_locked()
+        finally:
+            if fd is not None:
+                self._give_back_locked_fd()
 
     def ready(self, timeout: float | None = None) -> None:
         """Block until the child says it is ready; only for ``Supervisor.spawn(ready=...)``.
@@ -498,45 +532,55 @@ class Process:
             return fd
 
     def _reap_returning(self, lease: ExitFdLease) -> Status | None:
-        # The lease given back and the child reaped in one locked step (the waiter's
-        # fd is readable: the child has most likely exited). The usual case, the last
-        # waiter of a child with a pidfd, is _reap_locked and _release_locked spelled
-        # out: after the child's exit every call runs on caches the exit evicted, and
-        # this is the path between the exit and the caller's answer.
+        # The lease given back and the child reaped in one locked step.
         with self._lock:
             if lease.fd is not None:
                 self._borrowers, lease.fd = self._borrowers - 1, None
-            pidfd = self._pidfd
-            if (
-                pidfd is not None
-                and self._status is None
-                and not self._lost
-                and not self._borrowers
-                and not self._detached
-                and self._notifier is None
-            ):
-                try:
-                    status = reap_pidfd(pidfd, self.pid)
-                except ChildProcessError:  # reaped by someone else: recovered or lost there
-                    return self._reap_locked()
-                if status is not None:
-                    self._status = status
-                    self._exit_fd = self._pidfd = None  # out of the record, then closed
-                    os.close(pidfd)
-                    _registry.untrack(self)
-                return status
-            if self._status is None and not self._lost:
-                return self._reap_locked()  # closes the fds if it reaps and no one borrows
-            self._release_locked(child_reaped=True)
-            if self._lost:
-                raise StatusUnknownError(self.pid, self.args)
-            return self._status
+            return self._reap_after_wait_locked()
+
+    def _reap_after_wait_locked(self) -> Status | None:
+        # A waiter has given its fd back, and the fd was readable: the child has most
+        # likely exited. The usual case, the last waiter of a child with a pidfd, is
+        # _reap_locked and _release_locked spelled out: after the child's exit every call
+        # runs on caches the exit evicted, and this is the path to the caller's answer.
+        pidfd = self._pidfd
+        if (
+            pidfd is not None
+            and self._status is None
+            and not self._lost
+            and not self._borrowers
+            and not self._detached
+            and self._notifier is None
+        ):
+            try:
+                status = reap_pidfd(pidfd, self.pid)
+            except ChildProcessError:  # reaped by someone else: recovered or lost there
+                return self._reap_locked()
+            if status is not None:
+                self._status = status
+                self._exit_fd = self._pidfd = None  # out of the record, then closed
+                os.close(pidfd)
+                _registry.untrack(self)
+            return status
+        if self._status is None and not self._lost:
+            return self._reap_locked()  # closes the fds if it reaps and no one borrows
+        self._release_locked(child_reaped=True)
+        if self._lost:
+            raise StatusUnknownError(self.pid, self.args)
+        return self._status
 
     def _return_exit_fd(self, lease: ExitFdLease) -> None:
         with self._lock:
             if lease.fd is None:
                 return
             self._borrowers, lease.fd = self._borrowers - 1, None
+            if self._status is not None or self._lost:
+                self._release_locked(child_reaped=True)
+
+    def _give_back_locked_fd(self) -> None:
+        # _return_exit_fd for _wait_on_own_pidfd's borrow, which has no lease object.
+        with self._lock:
+            self._borrowers -= 1
             if self._status is not None or self._lost:
                 self._release_locked(child_reaped=True)
 

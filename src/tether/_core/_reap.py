@@ -16,6 +16,7 @@ reap names the child by its pidfd, never by a pid.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from signal import Signals
 
 from .._linux import _pidfd
@@ -27,6 +28,8 @@ __all__ = ["reap_pidfd", "wait_readable"]
 
 _native_reap = getattr(spawner, "reap_status", None) if available else None
 _native_wait = getattr(spawner, "wait_readable", None) if available else None
+blocking_wait: Callable[[int], None] | None = _native_wait
+"""Block until an fd is readable, in one C call (None without the extension)."""
 if _native_reap is not None:
     spawner.set_status_types(
         Exited, Signaled, Rusage, {member.value: member for member in Signals}, decode_waitid
