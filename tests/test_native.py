@@ -271,12 +271,16 @@ def test_limits_of_a_running_child_can_be_read_and_changed() -> None:
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="changing credentials needs root")
-@pytest.mark.parametrize("backend", ["native", "fork"])
-def test_pdeathsig_survives_a_change_of_ids(backend: str) -> None:
+@pytest.mark.parametrize("path", ["native", "native_copy", "fork"])
+def test_pdeathsig_survives_a_change_of_ids(path: str) -> None:
+    # native: through the id helper, which arms it after the ids change; native_copy:
+    # the helper switched off, the child changes them on a copy of our memory.
     script = f"""
-import signal, sys, tether
+import signal, sys, tether, tether._native
+if {path == "native_copy"!r}:
+    tether._native.spawner.set_id_helper(None)
 child = tether.spawn(["sleep", "60"], pdeathsig=signal.SIGKILL, user=65534, group=65534,
-                     backend={backend!r})
+                     backend={path.split("_")[0]!r})
 print(child.pid, flush=True)
 sys.stdin.read()
 """
