@@ -267,7 +267,7 @@ class Process:
                 return self._reap_after_wait_locked()
         finally:
             if fd is not None:
-                self._give_back_locked_fd()
+                self._give_back_borrowed_fd()
 
     def ready(self, timeout: float | None = None) -> None:
         """Block until the child says it is ready; only for ``Supervisor.spawn(ready=...)``.
@@ -577,7 +577,7 @@ class Process:
             if self._status is not None or self._lost:
                 self._release_locked(child_reaped=True)
 
-    def _give_back_locked_fd(self) -> None:
+    def _give_back_borrowed_fd(self) -> None:
         # _return_exit_fd for _wait_on_own_pidfd's borrow, which has no lease object.
         with self._lock:
             self._borrowers -= 1
