@@ -27,6 +27,9 @@ how to read them. The convention for writing a page:
 Every page runs under the leak guard of tests/conftest.py: a page whose examples leave a
 child, a zombie, a thread or an fd behind when its last example has run fails, as a test
 would (the check is per page, so one example may start a child that a later one reaps).
+
+Being the root conftest, it also gives the whole run (tests and pages) the default
+dispositions of SIGINT and SIGQUIT, whoever started pytest (``pytest_configure``).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ import dataclasses
 import doctest
 import faulthandler
 import os
+import signal
 from collections.abc import Iterable, Iterator
 
 import pytest
@@ -56,6 +60,20 @@ class SkipWithReasonParser(SkipParser):
                     f'as in <!-- skip: {action} "needs root" -->'
                 )
             yield region
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Start from the default SIGINT and SIGQUIT, even when pytest was started ignoring them.
+
+    A shell without job control starts a background job with both ignored, and an ignored
+    signal stays ignored in every child (tether keeps ignored signals ignored, as subprocess
+    does, and a shell cannot un-ignore one it inherited). The tests and examples that stop a
+    child with SIGINT would then fail for a reason outside tether.
+    """
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if signal.getsignal(signal.SIGQUIT) == signal.SIG_IGN:
+        signal.signal(signal.SIGQUIT, signal.SIG_DFL)
 
 
 def _quiet_watchdog() -> None:
