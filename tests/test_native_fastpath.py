@@ -14,23 +14,29 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import pathlib
 import platform
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import pytest
 
 import tether
 import tether._native
 from tether import _spawn
-from tether._spawn import _posix_spawn
+from tether._spawn import _native as _native_backend
+from tether._spawn import _plan, _posix_spawn
 
 pytestmark = pytest.mark.skipif(not tether._native.available, reason="native spawner not built")
 
 PY = sys.executable
 STACK_SLOTS = 8  # _spawner.c's pool
+
+
+class StrSubclass(str):
+    """An argument that is a str without being one exactly."""
 
 
 @pytest.fixture(params=["clone3", "clone"])
@@ -289,3 +295,49 @@ def test_the_plain_path_checks_argv_as_the_full_path_does(
     for options in ({}, {"cwd": None, "umask": None, "start_new_session": False}):
         with pytest.raises(error, match=message):
             _spawn.make_plan(argv, **options)  # type: ignore[arg-type]
+
+
+ARGVS = [
+    ["true"],
+    ("/bin/true", "a b", "\udcff", ""),
+    [b"/bin/sh", b"-c"],
+    ["/bin/sh", b"-c", pathlib.PurePosixPath("x")],
+    [StrSubclass("/bin/true")],
+]
+
+
+@pytest.mark.parametrize("argv", ARGVS, ids=lambda argv: type(argv).__name__ + str(len(argv)))
+def test_a_list_or_tuple_argv_encodes_as_any_other_iterable(argv: Sequence[object]) -> None:
+    args, encoded = _plan._encode_argv(argv)  # type: ignore[arg-type]
+    assert (args, encoded) == _plan._encode_argv(iter(argv))  # type: ignore[arg-type]
+    assert encoded == tuple(os.fsencode(arg) for arg in argv)  # type: ignore[arg-type]
+    assert all(type(arg) is str for arg in args)
+
+
+@pytest.mark.parametrize(
+    ("argv", "error", "message"),
+    [
+        (["/bin/true", "a\0b"], ValueError, "argv contains a NUL byte: 'a\\\\x00b'"),
+        (("/bin/true", b"\0"), ValueError, "argv contains a NUL byte: b'\\\\x00'"),
+        (["/bin/true", "\ud800"], UnicodeEncodeError, "surrogates not allowed"),
+        (["/bin/true", None], TypeError, "expected str, bytes or os.PathLike object"),
+    ],
+)
+def test_a_list_argv_fails_as_any_other_iterable(
+    argv: list[object], error: type[Exception], message: str
+) -> None:
+    for given in (argv, iter(argv)):
+        with pytest.raises(error, match=message):
+            _plan._encode_argv(given)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("options", AUTO_CASES, ids=lambda options: "+".join(options) or "plain")
+def test_only_a_plain_plan_takes_the_constant_spawner_arguments(
+    options: dict[str, object],
+) -> None:
+    plan = _spawn.make_plan(["true"], **options)  # type: ignore[arg-type]
+    stdio = _spawn.ChildStdio()
+    if not options:
+        assert plan[4:] == _plan.PLAIN_OPTIONS
+    if plan[4:] == _plan.PLAIN_OPTIONS:
+        assert _native_backend.spawner_options(plan, stdio) == _native_backend._PLAIN_ARGS

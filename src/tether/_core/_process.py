@@ -428,11 +428,14 @@ class Process:
         return f"<tether.Process pid={self.pid} {state} backend={self.backend} args={args!r}>"
 
     def __del__(self) -> None:
-        lock = getattr(self, "_lock", None)
-        if lock is None or self._detached:
-            return  # half-made or given up
-        if self._status is not None and self._pidfd is None and self._notifier is None:
-            return  # reaped, and its fds closed: the common end, nothing to do
+        try:
+            if self._status is not None and self._pidfd is None and self._notifier is None:
+                return  # reaped, and its fds closed: the common end, nothing to do
+            lock = self._lock
+        except AttributeError:
+            return  # half-made: _unstarted stores _lock last
+        if self._detached:
+            return  # given up
         if self._owner != os.getpid():
             return  # inherited through os.fork: the parent's child
         if not self._started:

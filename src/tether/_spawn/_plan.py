@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import grp
+import itertools
 import os
 import pwd
 import signal
@@ -41,6 +42,9 @@ _MAX_PID = 2**22  # PID_MAX_LIMIT on 64-bit Linux
 _NO_ID = 2**32 - 1  # (uid_t)-1 means "unchanged" to the kernel
 _FS_ENCODING = sys.getfilesystemencoding()  # what os.fsencode uses, fixed at startup
 _FS_ERRORS = sys.getfilesystemencodeerrors()
+_FS_ENCODINGS, _FS_ERRORS_EACH = itertools.repeat(_FS_ENCODING), itertools.repeat(_FS_ERRORS)
+_NUL_BYTE, _NO_BYTES, _ONLY_STR = b"\0", b"", {str}
+_new_tuple = tuple.__new__  # SpawnPlan._make without its Python frame and length check
 
 StrOrBytesPath: TypeAlias = "str | bytes | os.PathLike[str] | os.PathLike[bytes]"
 StdioOption: TypeAlias = "int | IO[Any] | None"
@@ -366,18 +370,26 @@ def _plain_plan(args: tuple[str, ...], argv: tuple[bytes, ...]) -> SpawnPlan:
     if not named:
         raise ValueError("the program name must not be empty")
     program = named if _SLASH in named else resolve_program(named, _search_path(None), None, args)
-    return SpawnPlan._make((args, argv, program, args[0], *_PLAIN_DEFAULTS))
+    return _new_tuple(SpawnPlan, (args, argv, program, args[0], *PLAIN_OPTIONS))
 
 
-_PLAIN_DEFAULTS = SpawnPlan(
+PLAIN_OPTIONS = SpawnPlan(
     (), (), b"", "", None, None, None, None, None, (), False, None, None, None, True
 )[4:]
-"""A plain plan's fields after its first four (argv and program): every option's default."""
+"""A plain plan's fields after its first four (argv and program): every option's default.
+``plan[4:] == PLAIN_OPTIONS`` says a plan asks for nothing but its program and argv."""
 
 
 def _encode_argv(argv: Iterable[StrOrBytesPath]) -> tuple[tuple[str, ...], tuple[bytes, ...]]:
     """argv as text (for messages and ``Process.args``) and as the kernel's bytes, in one
     pass: each argument encoded as ``os.fsencode`` does, checked, decoded back."""
+    if type(argv) is list or type(argv) is tuple:
+        given = tuple(argv)
+        if set(map(type, given)) == _ONLY_STR:
+            # The usual argv, all str: encoded in one C-level pass, NUL checked on the join.
+            all_str = tuple(map(str.encode, given, _FS_ENCODINGS, _FS_ERRORS_EACH))
+            if _NUL_BYTE not in _NO_BYTES.join(all_str):
+                return given, all_str
     if isinstance(argv, (str, bytes)):
         raise TypeError("argv must be a sequence of arguments, not a single string")
     texts: list[str] = []
