@@ -245,6 +245,149 @@ def test_a_returning_signal_handler_does_not_end_the_native_wait(pipe: tuple[int
     assert os.read(read_end, 1) == b"x"
 
 
+# --- wait_exited: a blocking waitid(WNOWAIT) that leaves the child unreaped ----------
+
+
+def _zombie(pid: int) -> bool:
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
+
+
+@needs_native
+def test_wait_exited_returns_at_the_exit_and_leaves_the_child_unreaped(
+    child: tuple[int, int],
+) -> None:
+    pid, pidfd = child
+    killer = threading.Timer(0.05, _pidfd.signal_pidfd, (pidfd, signal.SIGTERM))
+    killer.start()
+    try:
+        assert spawner.wait_exited(pidfd) is None
+    finally:
+        killer.join()
+    assert _zombie(pid), "the wait reaped the child: the caller's lock no longer guards its pid"
+    result = spawner.reap_pidfd(pidfd)
+    assert result is not None
+    assert result[:2] == (os.CLD_KILLED, signal.SIGTERM)
+
+
+@needs_native
+def test_wait_exited_on_a_process_that_is_not_our_child_waits_for_its_pidfd() -> None:
+    """ECHILD from waitid: the poll on the pidfd decides, as wait_readable would."""
+    read_end, write_end = os.pipe()
+    try:
+        outer = tether.spawn(["/bin/sh", "-c", "sleep 0.2 & echo $!"], stdout=write_end)
+        os.close(write_end)
+        write_end = -1
+        grandchild = int(os.read(read_end, 64))
+        pidfd = os.pidfd_open(grandchild)  # not our child: its parent is the shell
+        try:
+            outer.wait()
+            assert spawner.wait_exited(pidfd) is None
+            assert not os.path.exists(f"/proc/{grandchild}/stat") or _zombie(grandchild)
+        finally:
+            os.close(pidfd)
+            with contextlib.suppress(ChildProcessError):  # ours if we are a subreaper
+                os.waitpid(grandchild, os.WNOHANG)
+    finally:
+        os.close(read_end)
+        if write_end >= 0:
+            os.close(write_end)
+
+
+@needs_native
+def test_wait_exited_on_an_fd_that_is_no_pidfd_waits_for_it_to_be_readable(
+    pipe: tuple[int, int],
+) -> None:
+    read_end, write_end = pipe
+    writer = threading.Timer(0.05, os.write, (write_end, b"x"))
+    writer.start()
+    try:
+        assert spawner.wait_exited(read_end) is None
+    finally:
+        writer.join()
+    assert os.read(read_end, 1) == b"x"
+
+
+@needs_native
+def test_wait_exited_rejects_bad_fds() -> None:
+    with pytest.raises(ValueError, match="out of range"):
+        spawner.wait_exited(-1)
+    with pytest.raises(TypeError):
+        spawner.wait_exited("3")  # type: ignore[arg-type]
+
+
+@needs_native
+def test_a_raising_signal_handler_ends_wait_exited_and_leaves_the_child(
+    child: tuple[int, int],
+) -> None:
+    pid, pidfd = child
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise Interrupted
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.05)
+        with pytest.raises(Interrupted):
+            spawner.wait_exited(pidfd)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert not _zombie(pid)
+    assert spawner.reap_pidfd(pidfd) is None  # still running, still ours
+
+
+@needs_native
+def test_a_returning_signal_handler_does_not_end_wait_exited(child: tuple[int, int]) -> None:
+    """EINTR is retried after the handlers ran (PEP 475): only the exit ends the wait."""
+    pid, pidfd = child
+    handled = threading.Semaphore(0)
+    previous = signal.signal(signal.SIGALRM, lambda signum, frame: handled.release())
+    killed: list[bool] = []
+
+    def kill_after_three_signals() -> None:
+        for _ in range(3):
+            handled.acquire()
+        killed.append(True)
+        _pidfd.signal_pidfd(pidfd, signal.SIGKILL)
+
+    killer = threading.Thread(target=kill_after_three_signals)
+    killer.start()
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.02, 0.02)
+        spawner.wait_exited(pidfd)
+        assert killed, "the wait returned before the child exited"
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        for _ in range(3):
+            handled.release()
+        killer.join()
+    assert _zombie(pid)
+
+
+def test_process_wait_without_a_timeout_waits_through_wait_exited(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tether._core import _process
+
+    if _process._wait_exited is None:
+        pytest.skip("the C extension was not built")
+    calls: list[int] = []
+    real = _process._wait_exited
+
+    def counted(fd: int) -> None:
+        calls.append(fd)
+        real(fd)
+
+    monkeypatch.setattr(_process, "_wait_exited", counted)
+    process = tether.spawn(["/bin/sh", "-c", "exit 3"])
+    pidfd = process.pidfd
+    assert process.wait() == tether.Exited(3)
+    assert calls == [pidfd]
+    assert process.pidfd is None
+
+
 def test_the_core_wait_uses_the_native_call_only_without_a_timeout(
     pipe: tuple[int, int], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -47,8 +47,8 @@ from . import _exit_policy as _exit_policy  # registers the interpreter-exit pol
 from . import _registry
 from ._lease import ExitFdLease, wait_for_exit
 from ._pipes import close_pipes, open_pipe
-from ._reap import blocking_wait as _blocking_wait
 from ._reap import reap_pidfd
+from ._reap import wait_exited as _wait_exited
 from ._reaper import REAPER
 from ._stop_signal import check_stop_signal, send_stop_signal
 
@@ -231,7 +231,7 @@ class Process:
         :class:`tether.TimeoutExpired` when *timeout* seconds pass first, leaving the
         child running. Any number of threads may wait at once; all get the same status.
         """
-        if timeout is None and _blocking_wait is not None:
+        if timeout is None and _wait_exited is not None:
             status = self._wait_on_own_pidfd()
             if status is not None:
                 return status
@@ -261,7 +261,7 @@ class Process:
                 ):
                     return None
                 self._borrowers, fd = self._borrowers + 1, pidfd
-            _blocking_wait(pidfd)  # type: ignore[misc]  # not None: checked by wait()
+            _wait_exited(pidfd)  # type: ignore[misc]  # not None: checked by wait()
             with self._lock:
                 self._borrowers, fd = self._borrowers - 1, None
                 return self._reap_after_wait_locked()

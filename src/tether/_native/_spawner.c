@@ -2018,6 +2018,7 @@ native_posix_spawn_closes_from(PyObject *module, PyObject *args)
 
 static PyObject *native_reap_pidfd(PyObject *module, PyObject *arg); /* see the end */
 static PyObject *native_wait_readable(PyObject *module, PyObject *arg);
+static PyObject *native_wait_exited(PyObject *module, PyObject *arg);
 static PyObject *native_set_status_types(PyObject *module, PyObject *const *args,
                                          Py_ssize_t nargs);
 static PyObject *native_reap_status(PyObject *module, PyObject *arg);
@@ -2068,6 +2069,9 @@ static PyMethodDef methods[] = {
      "reap_status(pidfd): reap_pidfd(), with the status built here: None while the child\n"
      "runs, else an Exited or Signaled (anything rarer comes from decode). Needs\n"
      "set_status_types first."},
+    {"wait_exited", native_wait_exited, METH_O,
+     "wait_exited(pidfd): block until the child behind pidfd has exited, leaving it\n"
+     "unreaped (waitid with WNOWAIT; poll on the fd for a process not our child)."},
     {"wait_readable", native_wait_readable, METH_O,
      "wait_readable(fd): block until fd is readable (or hung up, or not open), with no\n"
      "timeout; a signal handler that raises interrupts it, one that returns does not."},
@@ -2235,6 +2239,46 @@ native_wait_readable(PyObject *module, PyObject *arg)
         if (error != EINTR) {
             errno = error;
             return PyErr_SetFromErrno(PyExc_OSError);
+        }
+        if (PyErr_CheckSignals() < 0) {
+            return NULL;
+        }
+    }
+}
+
+/*
+ * wait_exited(pidfd): wait_readable for the pidfd of a child of ours, as a blocking
+ * waitid(P_PIDFD, WEXITED | WNOWAIT): the child's exit wakes it the way it wakes a
+ * blocking wait4, without poll's table of wait queues, and leaves the child unreaped,
+ * so the reap still happens under the caller's lock (a bare blocking reap here would
+ * free the pid while a group signal or a prlimit of another thread may still name it).
+ * Any error but EINTR (the pidfd names no child of ours: ECHILD; a kernel before 5.4:
+ * EINVAL) falls back to poll on the fd, which is readable once the process is gone.
+ */
+static PyObject *
+native_wait_exited(PyObject *module, PyObject *arg)
+{
+    long fd = PyLong_AsLong(arg);
+    if (fd == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (fd < 0 || fd > INT_MAX) {
+        PyErr_SetString(PyExc_ValueError, "fd out of range");
+        return NULL;
+    }
+    for (;;) {
+        siginfo_t info;
+        int done, error;
+        Py_BEGIN_ALLOW_THREADS
+        memset(&info, 0, sizeof info);
+        done = waitid((idtype_t)3 /* P_PIDFD */, (id_t)fd, &info, WEXITED | WNOWAIT);
+        error = errno;
+        Py_END_ALLOW_THREADS
+        if (done == 0) {
+            Py_RETURN_NONE;
+        }
+        if (error != EINTR) {
+            return native_wait_readable(module, arg);
         }
         if (PyErr_CheckSignals() < 0) {
             return NULL;

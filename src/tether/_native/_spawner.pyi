@@ -149,6 +149,11 @@ def wait_readable(fd: int, /) -> None:
     """Block until *fd* is readable (or hung up, or not open), with no timeout, as one
     ``poll``; a signal handler that raises interrupts it, one that returns does not."""
 
+def wait_exited(pidfd: int, /) -> None:
+    """Block until the child behind *pidfd* has exited, leaving it unreaped: a blocking
+    ``waitid(P_PIDFD, WEXITED | WNOWAIT)``, or :func:`wait_readable` on *pidfd* when it
+    names no child of ours; a signal handler that raises interrupts it."""
+
 def set_status_types(
     exited: type[Exited],
     signaled: type[Signaled],
