@@ -318,6 +318,10 @@ class Target:
     contender: str
     reference: str
     limit: float | None
+    bare: str | None = None
+    """The bare contender of the contender's road (``_bare.py``): the same system calls
+    with no library around them. Its own ratio to the reference is shown beside the
+    verdict: a limit below it is out of reach of any library on that road."""
 
 
 @dataclass(frozen=True)
@@ -330,6 +334,8 @@ class Verdict:
     the libraries control. None without a floor, or when the reference is within
     :data:`NEAR_FLOOR` of it (the quotient of two small differences is noise)."""
     verdict: str
+    bare_ratio: float | None = None
+    """The bare contender's ratio of medians to the reference (None without one)."""
 
 
 def judge(target: Target, samples: Mapping[str, Sequence[float]], floor: str | None) -> Verdict:
@@ -337,7 +343,8 @@ def judge(target: Target, samples: Mapping[str, Sequence[float]], floor: str | N
 
     ``met`` / ``NOT met`` when the whole p10..p90 range of the paired ratio is on one
     side of the limit, ``borderline`` (with the ratio of medians deciding) otherwise.
-    The limit applies to the whole time; the ratio above *floor* is shown beside it.
+    The limit applies to the whole time; the ratio above *floor* is shown beside it, and
+    so is the ratio of the target's bare contender to the same reference, if it names one.
     """
     mine, theirs = samples[target.contender], samples[target.reference]
     ratio = statistics.median(mine) / statistics.median(theirs)
@@ -356,11 +363,23 @@ def judge(target: Target, samples: Mapping[str, Sequence[float]], floor: str | N
         verdict = "NOT met"
     else:
         verdict = "borderline (met)" if ratio <= limit else "borderline (NOT met)"
-    return Verdict(target, ratio, paired, above_floor, verdict)
+    bare_ratio = None
+    if target.bare is not None:
+        bare_ratio = statistics.median(samples[target.bare]) / statistics.median(theirs)
+    return Verdict(target, ratio, paired, above_floor, verdict, bare_ratio)
 
 
 def format_verdicts(verdicts: Sequence[Verdict]) -> str:
-    columns = ["target", "limit", "x medians", "paired x", "p10 .. p90", "verdict", "x above floor"]
+    columns = [
+        "target",
+        "limit",
+        "x medians",
+        "paired x",
+        "p10 .. p90",
+        "verdict",
+        "x above floor",
+        "bare x",
+    ]
     rows = [
         [
             f"{v.target.contender} vs {v.target.reference}",
@@ -370,6 +389,7 @@ def format_verdicts(verdicts: Sequence[Verdict]) -> str:
             f"{v.paired.p10:.2f} .. {v.paired.p90:.2f}",
             v.verdict,
             "-" if v.above_floor is None else f"{round(v.above_floor, 2) + 0.0:.2f}",
+            "-" if v.bare_ratio is None else f"{v.bare_ratio:.2f}",
         ]
         for v in verdicts
     ]
@@ -385,6 +405,7 @@ def verdicts_json(verdicts: Sequence[Verdict]) -> list[dict[str, Any]]:
             "paired": vars(v.paired),
             "above_floor": v.above_floor,
             "verdict": v.verdict,
+            "bare_ratio": v.bare_ratio,
         }
         for v in verdicts
     ]

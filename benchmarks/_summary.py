@@ -124,6 +124,7 @@ def _verdicts(doc: Doc) -> list[str]:
         f"{t['contender']} vs {t['reference']}: x{t['ratio_of_medians']:.2f}"
         + ("" if t.get("limit") is None else f" (limit {t['limit']:.2f})")
         + f": {t['verdict']}"
+        + ("" if t.get("bare_ratio") is None else f"; bare x{t['bare_ratio']:.2f}")
         for t in doc.get("targets", [])
     ]
 

@@ -17,7 +17,12 @@ reaps it and returns its exit code, on one event loop (asyncio or trio):
 * ``os.posix_spawn (raw, blocking)``: the floor of ``bench_spawn.py``, ``os.posix_spawn``
   plus a blocking ``os.waitpid``, called inside an asyncio loop (which it blocks):
   the least Python can do, so the part of every other row that no library controls
-  (starting, running and ending ``/bin/true``).
+  (starting, running and ending ``/bin/true``);
+* ``bare posix_spawn+add_reader(pidfd) [asyncio]`` and ``bare
+  posix_spawn+wait_readable(pidfd) [trio]`` (``_bare.py``): ``os.posix_spawn`` and
+  ``os.pidfd_open``, the pidfd awaited with the loop's own primitive, ``os.waitid``:
+  an async spawn+reap with no library around it, shown as ``bare x`` beside the
+  targets.
 
 So no contender opens a pipe: every child inherits the benchmark's stdio.
 
@@ -54,9 +59,10 @@ times ``kill()`` + its own ``await wait()``. The contenders: tether on asyncio a
 trio; asyncio's ``Process.wait()`` with a ``PidfdChildWatcher`` (asyncio 3.12+ picks
 it by itself when pidfds work; on 3.10/3.11 this script installs one for that
 contender's batches and puts the default watcher back afterwards);
-``trio.lowlevel.open_process``; anyio on both loops; and the C floor's
-``pidfd_send_signal -> poll -> waitid``. Each round runs them in a freshly shuffled
-order, after the spawn+reap rounds.
+``trio.lowlevel.open_process``; anyio on both loops; the bare waits of ``_bare.py``
+(``loop.add_reader`` and ``trio.lowlevel.wait_readable`` on a pidfd, then
+``os.waitid``); and the C floor's ``pidfd_send_signal -> poll -> waitid``. Each round
+runs them in a freshly shuffled order, after the spawn+reap rounds.
 
 Targets (issue 13): async spawn+reap of ``tether.open_process`` at most 0.80x
 ``anyio.open_process`` on the same loop; async reap latency at most 1.0x asyncio's
@@ -86,6 +92,17 @@ import trio
 import trio.lowlevel
 
 import tether
+from _bare import (
+    BARE_SPAWN_ASYNCIO,
+    BARE_SPAWN_TRIO,
+    BARE_WAIT_ASYNCIO,
+    BARE_WAIT_TRIO,
+    BareChild,
+    spawn_asyncio,
+    spawn_trio,
+    wait_asyncio,
+    wait_trio,
+)
 from _common import (
     TRUE,
     BatchContender,
@@ -108,6 +125,7 @@ from _common import (
 )
 from _floor import FLOOR_REAP, FLOOR_SPAWN, Floor
 from bench_reap import (
+    SLEEP,
     ReapContender,
     anyio_open,
     anyio_wait,
@@ -198,6 +216,14 @@ async def raw_blocking() -> int | None:
     return raw_posix_spawn()
 
 
+async def bare_spawn_asyncio() -> int | None:
+    return await spawn_asyncio([TRUE])
+
+
+async def bare_spawn_trio() -> int | None:
+    return await spawn_trio([TRUE])
+
+
 def anyio_name(loop: str) -> str:
     return f"anyio.open_process [{loop}]"
 
@@ -216,17 +242,21 @@ def default_contenders() -> list[AsyncContender]:
         AsyncContender("trio.run_process", "trio", trio_run_process),
         AsyncContender("trio.lowlevel.open_process", "trio", trio_open_process),
         AsyncContender(FLOOR, "asyncio", raw_blocking),
+        AsyncContender(BARE_SPAWN_ASYNCIO, "asyncio", bare_spawn_asyncio),
+        AsyncContender(BARE_SPAWN_TRIO, "trio", bare_spawn_trio),
     ]
 
 
 TARGETS = (
-    Target("tether.open_process [asyncio]", REFERENCE, 0.80),
-    Target("tether.open_process [trio]", anyio_name("trio"), 0.80),
+    Target("tether.open_process [asyncio]", REFERENCE, 0.80, bare=BARE_SPAWN_ASYNCIO),
+    Target("tether.open_process [trio]", anyio_name("trio"), 0.80, bare=BARE_SPAWN_TRIO),
     Target("tether.open_process [trio]", REFERENCE, None),
     Target("tether.open_process [asyncio]", "asyncio.create_subprocess_exec", None),
     Target("tether.open_process [trio]", "trio.lowlevel.open_process", None),
     Target("tether.run_process [trio]", "trio.run_process", None),
     Target(FLOOR, FLOOR_SPAWN, None),
+    Target("tether.open_process [asyncio]", BARE_SPAWN_ASYNCIO, None),
+    Target("tether.open_process [trio]", BARE_SPAWN_TRIO, None),
 )
 
 
@@ -295,13 +325,22 @@ def reap_contenders(floor: Floor) -> list[ReapContender]:
         async_contender("trio Process.wait()", "trio", trio_open, trio_wait),
         async_contender("anyio Process.wait()", "asyncio", anyio_open, anyio_wait),
         async_contender("anyio Process.wait()", "trio", anyio_open, anyio_wait),
+        async_contender(BARE_WAIT_ASYNCIO, "asyncio", bare_open, wait_asyncio),
+        async_contender(BARE_WAIT_TRIO, "trio", bare_open, wait_trio),
         floor_contender(floor),
     ]
 
 
+async def bare_open() -> BareChild:
+    return BareChild(SLEEP)
+
+
+BARE_REAP_ASYNCIO = f"{BARE_WAIT_ASYNCIO} [asyncio]"
+BARE_REAP_TRIO = f"{BARE_WAIT_TRIO} [trio]"
+
 REAP_TARGETS = (
-    Target("tether await wait() [asyncio]", ASYNCIO_PIDFD, 1.0),
-    Target("tether await wait() [trio]", "trio Process.wait() [trio]", 0.85),
+    Target("tether await wait() [asyncio]", ASYNCIO_PIDFD, 1.0, bare=BARE_REAP_ASYNCIO),
+    Target("tether await wait() [trio]", "trio Process.wait() [trio]", 0.85, bare=BARE_REAP_TRIO),
     Target("tether await wait() [asyncio]", "anyio Process.wait() [asyncio]", None),
     Target("tether await wait() [trio]", "anyio Process.wait() [trio]", None),
     Target("tether await wait() [asyncio]", FLOOR_REAP, None),

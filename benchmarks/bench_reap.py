@@ -32,7 +32,11 @@ The C floor (``benchmarks/floor/floor.c``, see ``_floor.py``) is one more conten
 children with ``posix_spawn`` + ``pidfd_open``, waits the same way until each is
 asleep, then times in C, child by child, ``pidfd_send_signal(SIGKILL)`` ->
 ``poll(POLLIN)`` on the pidfd -> ``waitid(P_PIDFD, WEXITED)``: the steps of tether's
-``kill()`` + ``wait()`` without any Python.
+``kill()`` + ``wait()`` without any Python. Its Python twin, ``bare
+pidfd_send_signal->poll->waitid`` (``_bare.py``), makes the same calls from Python with
+no library around them (``os.posix_spawn`` + ``os.pidfd_open``, then
+``signal.pidfd_send_signal``, ``select.poll``, ``os.waitid``, ``os.close``): the least any
+Python library can spend on this road, shown beside the targets as ``bare x``.
 
 R rounds (``--rounds``) run the contenders in a freshly shuffled order, one batch
 each, after one untimed warm-up batch each. Reported per contender, over all its
@@ -71,6 +75,7 @@ import trio
 import trio.lowlevel
 
 import tether
+from _bare import BARE_REAP, BareChild, wait_blocking
 from _common import (
     Stats,
     Target,
@@ -294,6 +299,7 @@ def default_contenders() -> list[ReapContender]:
         ),
         sync_contender(BASELINE, popen, lambda p: p.wait()),
         sync_contender(f"Popen.wait(timeout={TIMEOUT:g})", popen, lambda p: p.wait(TIMEOUT)),
+        sync_contender(BARE_REAP, lambda: BareChild(SLEEP), wait_blocking),
         async_contender("tether await wait()", "asyncio", tether_open, tether_wait),
         async_contender("tether await wait()", "trio", tether_open, tether_wait),
         async_contender("asyncio Process.wait()", "asyncio", asyncio_open, asyncio_wait),
@@ -313,11 +319,12 @@ def floor_contender(floor: Floor) -> ReapContender:
 
 
 TARGETS = (
-    Target("tether wait()", BASELINE, 1.0),
-    Target("tether wait()", FLOOR_REAP, 1.3),
+    Target("tether wait()", BASELINE, 1.0, bare=BARE_REAP),
+    Target("tether wait()", FLOOR_REAP, 1.3, bare=BARE_REAP),
     Target(f"tether wait(timeout={TIMEOUT:g})", f"Popen.wait(timeout={TIMEOUT:g})", None),
     Target(f"tether wait(timeout={TIMEOUT:g})", FLOOR_REAP, None),
     Target(BASELINE, FLOOR_REAP, None),
+    Target("tether wait()", BARE_REAP, None),
     Target("tether await wait() [asyncio]", "asyncio Process.wait() [asyncio]", None),
     Target("tether await wait() [asyncio]", REFERENCE, None),
     Target("tether await wait() [trio]", "trio Process.wait() [trio]", None),
