@@ -8,9 +8,10 @@ with no checks, no locks and no bookkeeping:
 * spawn: ``os.posix_spawn`` with an environment built once as bytes (the cheapest
   ``env`` Python can hand over) and ``os.pidfd_open``;
 * kill: ``signal.pidfd_send_signal(SIGKILL)``;
-* wait: a blocking ``poll`` on the pidfd (sync), ``loop.add_reader`` on it (asyncio) or
-  ``trio.lowlevel.wait_readable`` (trio); then ``os.waitid(P_PIDFD, WEXITED)`` and
-  ``close``.
+* wait: a blocking ``os.waitid(P_PIDFD, WEXITED | WNOWAIT)`` (sync: tether's untimed
+  ``wait()`` sleeps the same way, leaving the reap to its lock), ``loop.add_reader`` on
+  the pidfd (asyncio) or ``trio.lowlevel.wait_readable`` (trio); then
+  ``os.waitid(P_PIDFD, WEXITED)`` and ``close``.
 
 They are floors of a kind, the least *Python* can do on that road, which the C floor
 (``_floor.py``) undercuts by the interpreter's own cost. A target whose limit is below
@@ -24,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import select
 import signal
 from collections.abc import Sequence
 
@@ -45,7 +45,7 @@ __all__ = [
     "wait_trio",
 ]
 
-BARE_REAP = "bare pidfd_send_signal->poll->waitid"
+BARE_REAP = "bare pidfd_send_signal->waitid(WNOWAIT)->waitid"
 BARE_WAIT_ASYNCIO = "bare add_reader(pidfd)->waitid"
 """The asyncio bare wait; ``bench_reap.async_contender`` names it with `` [asyncio]``."""
 BARE_WAIT_TRIO = "bare wait_readable(pidfd)->waitid"
@@ -84,10 +84,8 @@ def _reap(child: BareChild) -> int:
 
 
 def wait_blocking(child: BareChild) -> int:
-    """Block in ``poll`` on the pidfd, then reap: the child's return code."""
-    poller = select.poll()
-    poller.register(child.fd, select.POLLIN)
-    poller.poll()
+    """Block until the child has exited without reaping it, then reap: its return code."""
+    os.waitid(os.P_PIDFD, child.fd, os.WEXITED | os.WNOWAIT)
     return _reap(child)
 
 

@@ -32,11 +32,13 @@ The C floor (``benchmarks/floor/floor.c``, see ``_floor.py``) is one more conten
 children with ``posix_spawn`` + ``pidfd_open``, waits the same way until each is
 asleep, then times in C, child by child, ``pidfd_send_signal(SIGKILL)`` ->
 ``poll(POLLIN)`` on the pidfd -> ``waitid(P_PIDFD, WEXITED)``: the steps of tether's
-``kill()`` + ``wait()`` without any Python. Its Python twin, ``bare
-pidfd_send_signal->poll->waitid`` (``_bare.py``), makes the same calls from Python with
-no library around them (``os.posix_spawn`` + ``os.pidfd_open``, then
-``signal.pidfd_send_signal``, ``select.poll``, ``os.waitid``, ``os.close``): the least any
-Python library can spend on this road, shown beside the targets as ``bare x``.
+``kill()`` + ``wait()`` without any Python, as issue 13 defines the floor. Since then
+tether's untimed ``wait()`` sleeps in ``waitid(WNOWAIT)`` rather than ``poll``; the bare
+contender ``bare pidfd_send_signal->waitid(WNOWAIT)->waitid`` (``_bare.py``) takes that
+road from Python with no library around it (``os.posix_spawn`` + ``os.pidfd_open``, then
+``signal.pidfd_send_signal``, a blocking ``os.waitid(WNOWAIT)``, ``os.waitid``,
+``os.close``): the least any Python library can spend on it, shown beside the targets as
+``bare x``.
 
 R rounds (``--rounds``) run the contenders in a freshly shuffled order, one batch
 each, after one untimed warm-up batch each. Reported per contender, over all its
