@@ -220,12 +220,17 @@ def test_status_stolen_by_foreign_waitpid_is_recovered() -> None:
     assert status.rusage is None, "the kernel keeps no rusage for a stolen reap"
 
 
-def test_status_stolen_by_sigchld_ignored_is_recovered(each_backend: str) -> None:
+@pytest.mark.parametrize("timeout", [30, None], ids=["timed", "untimed"])
+def test_status_stolen_by_sigchld_ignored_is_recovered(
+    each_backend: str, timeout: float | None
+) -> None:
+    """The untimed wait sleeps in waitid(WNOWAIT), which an auto-reaped child ends with
+    ECHILD: the poll of the pidfd and the recovery take over, as for the timed wait."""
     previous = signal.signal(signal.SIGCHLD, signal.SIG_IGN)
     try:
         process = tether.spawn(["sh", "-c", "kill -USR2 $$"])
         try:
-            status: tether.Status | None = process.wait(timeout=30)
+            status: tether.Status | None = process.wait(timeout=timeout)
         except tether.StatusUnknownError:
             status = None
     finally:
