@@ -341,3 +341,16 @@ def test_only_a_plain_plan_takes_the_constant_spawner_arguments(
         assert plan[4:] == _plan.PLAIN_OPTIONS
     if plan[4:] == _plan.PLAIN_OPTIONS:
         assert _native_backend.spawner_options(plan, stdio) == _native_backend._PLAIN_ARGS
+
+
+@pytest.mark.parametrize("name", list(_spawn.BACKENDS))
+def test_a_plain_plan_is_one_every_backend_accepts(name: str) -> None:
+    """choose_backend skips the eligibility check for a plain plan: it must find nothing."""
+    plan = _spawn.make_plan(["true"], backend=name)
+    assert plan[4:] == _plan.PLAIN_OPTIONS
+    assert _spawn.ineligible_reason(_spawn.BACKENDS[name], plan) is None
+    if _spawn.BACKENDS[name].AVAILABLE:
+        assert _spawn.choose_backend(plan, name) is _spawn.BACKENDS[name]
+    else:
+        with pytest.raises(ValueError, match="was not built"):
+            _spawn.choose_backend(plan, name)

@@ -23,6 +23,7 @@ from . import _fork, _native, _posix_spawn
 from ._plan import (
     DEVNULL,
     PIPE,
+    PLAIN_OPTIONS,
     STDOUT,
     SpawnOptions,
     SpawnPlan,
@@ -127,6 +128,8 @@ def choose_backend(plan: SpawnPlan, requested: str) -> ModuleType:
         raise ValueError(f"unknown backend {requested!r}; choose one of {choices}")
     if not backend.AVAILABLE:
         raise ValueError(f"the {requested} backend was not built on this platform")
+    if plan[4:] == PLAIN_OPTIONS:
+        return backend  # a plan that asks for nothing: no backend refuses it
     reason = ineligible_reason(backend, plan)
     if reason is not None:
         raise ValueError(f"the {requested} backend cannot honour the {reason} option")
