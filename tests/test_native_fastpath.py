@@ -354,3 +354,22 @@ def test_a_plain_plan_is_one_every_backend_accepts(name: str) -> None:
     else:
         with pytest.raises(ValueError, match="was not built"):
             _spawn.choose_backend(plan, name)
+
+
+def test_a_preexec_fn_that_claims_to_equal_none_is_still_refused_by_native() -> None:
+    """The plain-plan shortcut compares fields with ==: a callable whose __eq__ says yes
+    to everything must not slip past the native backend's refusal."""
+
+    class EqualsAnything:
+        def __call__(self) -> None:
+            pass
+
+        def __eq__(self, other: object) -> bool:
+            return True
+
+        __hash__ = object.__hash__
+
+    plan = _spawn.make_plan(["true"], preexec_fn=EqualsAnything())
+    with pytest.raises(ValueError, match="cannot honour the preexec_fn option"):
+        _spawn.choose_backend(plan, "native")
+    assert _spawn.choose_backend(plan, "auto") is _spawn.BACKENDS["fork"]

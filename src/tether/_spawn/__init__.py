@@ -128,7 +128,7 @@ def choose_backend(plan: SpawnPlan, requested: str) -> ModuleType:
         raise ValueError(f"unknown backend {requested!r}; choose one of {choices}")
     if not backend.AVAILABLE:
         raise ValueError(f"the {requested} backend was not built on this platform")
-    if plan[4:] == PLAIN_OPTIONS:
+    if plan.preexec_fn is None and plan[4:] == PLAIN_OPTIONS:
         return backend  # a plan that asks for nothing: no backend refuses it
     reason = ineligible_reason(backend, plan)
     if reason is not None:
