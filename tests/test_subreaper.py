@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+from collections.abc import Callable
 
 import anyio
 import pytest
@@ -177,3 +178,53 @@ def test_without_pidfds_orphans_are_reaped_while_their_leader_lives(
         assert shell.stdin is not None
         shell.stdin.close()
         assert shell.wait(timeout=30) == tether.Exited(0)
+
+
+# --- an interrupt during Supervisor.__enter__ ---------------------------------------
+
+
+class EnterInterrupted(Exception):
+    """Stands for Ctrl-C landing right after one step of the scope's entry."""
+
+
+def _then_raise(real: Callable[..., object]) -> Callable[..., None]:
+    def step(*args: object) -> None:
+        real(*args)
+        raise EnterInterrupted
+
+    return step
+
+
+@pytest.mark.parametrize("step", ["claim", "shield"])
+def test_an_interrupt_during_entry_leaves_no_claim_and_no_shield(
+    step: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The with-block never owned the scope, so its __exit__ never runs: the entry itself
+    must give back the subreaper flag and the signal wrappers it had put in place."""
+    from tether._supervise import _signal_shield
+
+    assert not _subreaper.is_subreaper()
+    module = _subreaper if step == "claim" else _signal_shield
+    monkeypatch.setattr(module, step, _then_raise(getattr(module, step)))
+    sigint = signal.getsignal(signal.SIGINT)
+    with pytest.raises(EnterInterrupted), Supervisor(subreaper=True):
+        pytest.fail("the body ran after an interrupted entry")
+    assert not _subreaper.is_subreaper(), "the subreaper flag outlived the interrupted entry"
+    assert signal.getsignal(signal.SIGINT) is sigint, "a signal wrapper stayed in place"
+    monkeypatch.undo()
+    with Supervisor(subreaper=True, grace=5) as sup:  # the next scope starts clean
+        assert _subreaper.is_subreaper()
+        sup.spawn(["true"]).wait()
+    assert not _subreaper.is_subreaper()
+    assert signal.getsignal(signal.SIGINT) is sigint
+
+
+def test_a_second_entry_leaves_the_open_scope_its_claim_and_shield() -> None:
+    sigint = signal.getsignal(signal.SIGINT)
+    with Supervisor(subreaper=True, grace=5) as sup:
+        with pytest.raises(RuntimeError, match="entered only once"):
+            sup.__enter__()
+        assert _subreaper.is_subreaper()
+        assert signal.getsignal(signal.SIGINT) is not sigint  # still shielded
+    assert not _subreaper.is_subreaper()
+    assert signal.getsignal(signal.SIGINT) is sigint

@@ -111,7 +111,6 @@ class SupervisorBase(Generic[H]):
         self._subreaper = bool(subreaper)
         self._clock = settings.get("clock", time.monotonic)
         self._random = settings.get("random", _random.random)
-        self._claimed = False
         self._state: ScopeState = "new"
         self._records: list[Supervised[H]] = []
         self._trees: list[ProcessTree] = []
@@ -144,21 +143,23 @@ class SupervisorBase(Generic[H]):
 
     # --- the scope ----------------------------------------------------------------------
 
-    def _open(self) -> None:
+    def _check_new(self) -> None:
         if self._state != "new":
             raise RuntimeError("a supervisor scope can be entered only once")
+
+    def _open(self) -> None:
+        self._check_new()
         if self._kill == "cgroup":
             self._cgroup_parent = writable_parent(self._cgroup_parent)
         if self._subreaper:
-            _subreaper.claim()
-            self._claimed = True
+            _subreaper.claim(self)
         self._state = "open"
 
     def _unclaim(self) -> None:
-        """Let go of the process-wide subreaper flag once the scope is over."""
-        if self._claimed:
-            self._claimed = False
-            _subreaper.release()
+        """Let go of the process-wide subreaper flag once the scope is over (a no-op for a
+        scope that holds no claim, even one whose claim an interrupt cut short)."""
+        if self._subreaper:
+            _subreaper.release(self)
 
     def _check_open(self, what: str) -> None:
         if self._state == "new":

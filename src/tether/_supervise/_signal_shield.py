@@ -37,7 +37,7 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 _SIGNALS = tuple(sorted(signal.valid_signals()))
 _protected: set[CodeType] = set()
 _kept: list[BaseException] = []  # what handlers raised in protected code, oldest first
-_depth = 0  # scopes open in the main thread
+_owners: set[int] = set()  # the ids of the scopes open in the main thread
 
 
 def protect(function: _F) -> _F:
@@ -76,28 +76,29 @@ def _in_main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
-def shield() -> None:
-    """A scope opens: from the main thread, put the wrapper in front of every Python handler."""
-    global _depth
+def shield(owner: object) -> None:
+    """Scope *owner* opens: from the main thread, put the wrapper in front of every Python
+    handler. Keyed by owner, so that an owner that an interrupt stopped halfway (before
+    or after its entry counted) can always call :func:`unshield`."""
     if not _in_main_thread():
         return
-    _depth += 1
+    _owners.add(id(owner))  # first: an unshield always finds what this did
     for signum in _SIGNALS:
         handler = signal.getsignal(signum)
         if callable(handler) and not isinstance(handler, _Wrapper):
             signal.signal(signum, _Wrapper(handler))
 
 
-def unshield() -> None:
-    """A scope has ended: when it was the last one in the main thread, restore the handlers.
+def unshield(owner: object) -> None:
+    """Scope *owner* has ended (a no-op if it never shielded): when it was the last one in
+    the main thread, restore the handlers.
 
     A handler the program changed in the meantime is left as the program set it.
     """
-    global _depth
-    if not _in_main_thread() or _depth == 0:
+    if not _in_main_thread() or id(owner) not in _owners:
         return
-    _depth -= 1
-    if _depth:
+    _owners.discard(id(owner))
+    if _owners:
         return
     for signum in _SIGNALS:
         handler = signal.getsignal(signum)

@@ -63,7 +63,7 @@ from ._tree import ProcessTree, signal_pinned_group
 __all__ = ["children", "claim", "is_subreaper", "reap_adopted", "release"]
 
 _lock = threading.Lock()
-_claims = 0
+_claimants: set[int] = set()  # the ids of the scopes holding a claim
 _previous = False
 
 
@@ -76,30 +76,39 @@ def _set_subreaper(flag: bool) -> None:
     _prctl.set_child_subreaper(flag)
 
 
-def claim() -> None:
-    """Make this process a child subreaper until the matching :func:`release`."""
-    global _claims, _previous
+def claim(owner: object) -> None:
+    """Make this process a child subreaper until *owner* calls :func:`release`.
+
+    Keyed by owner, so that an owner whose claim an interrupt cut short (before or after
+    it took effect) can always call :func:`release`: it undoes exactly what was done.
+    """
+    global _previous
     with _lock:
-        if _claims == 0:
+        if id(owner) in _claimants:
+            return
+        first = not _claimants
+        _claimants.add(id(owner))  # before the flag: a release always finds the claim
+        if first:
             _previous = is_subreaper()
             if not _previous:
                 _set_subreaper(True)
-        _claims += 1
 
 
-def release() -> None:
-    """End one :func:`claim`; the last one puts back the value found by the first."""
-    global _claims
+def release(owner: object) -> None:
+    """End *owner*'s :func:`claim` (a no-op without one); the last one puts back the
+    value found by the first."""
     with _lock:
-        _claims -= 1
-        if _claims == 0 and not _previous:
+        if id(owner) not in _claimants:
+            return
+        _claimants.discard(id(owner))
+        if not _claimants and not _previous:
             _set_subreaper(False)
 
 
 def _forget_after_fork() -> None:
-    global _claims, _previous, _lock
+    global _claimants, _previous, _lock
     _lock = threading.Lock()
-    _claims = 0
+    _claimants = set()
     _previous = False
 
 

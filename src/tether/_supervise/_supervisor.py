@@ -241,9 +241,17 @@ class Supervisor(SupervisorBase[Process]):
             _wait_for_any(processes, left)
 
     def __enter__(self) -> Self:
-        with self._lock:
-            self._open()
-        _signal_shield.shield()
+        self._check_new()  # a second entry changes nothing, so there is nothing to undo
+        try:
+            with self._lock:
+                self._open()
+            _signal_shield.shield(self)
+        except BaseException:
+            # An interrupt before the with-block owns the scope: its __exit__ will never
+            # run, so undo what the entry did (each undo a no-op for what was not done).
+            _signal_shield.unshield(self)
+            self._unclaim()
+            raise
         return self
 
     @_signal_shield.protect
@@ -294,7 +302,7 @@ class Supervisor(SupervisorBase[Process]):
             self._record_final_exits()
             failures = self._unseen_failures()
             self._changed.notify_all()  # waiters parked on the watcher's condition
-        _signal_shield.unshield()
+        _signal_shield.unshield(self)
         for kept in _signal_shield.take_interrupts():  # report() raises the first one
             outcome.note_interrupt(kept)
         report(exc, outcome, self._grace, self._stop_signal, failures)
