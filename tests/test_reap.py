@@ -180,24 +180,30 @@ def pipe() -> Iterator[tuple[int, int]]:
         os.close(write_end)
 
 
+NATIVE_WAITS = ["wait_readable", "wait_exited"]
+"""The C waits; wait_exited on an fd that is no pidfd of our child waits as wait_readable."""
+
+
 @needs_native
-def test_native_wait_returns_once_the_fd_is_readable(pipe: tuple[int, int]) -> None:
+@pytest.mark.parametrize("wait", NATIVE_WAITS)
+def test_native_wait_returns_once_the_fd_is_readable(pipe: tuple[int, int], wait: str) -> None:
     read_end, write_end = pipe
     writer = threading.Timer(0.05, os.write, (write_end, b"x"))
     writer.start()
     try:
-        assert spawner.wait_readable(read_end) is None
+        assert getattr(spawner, wait)(read_end) is None
     finally:
         writer.join()
     assert os.read(read_end, 1) == b"x"
 
 
 @needs_native
-def test_native_wait_rejects_bad_fds() -> None:
+@pytest.mark.parametrize("wait", NATIVE_WAITS)
+def test_native_wait_rejects_bad_fds(wait: str) -> None:
     with pytest.raises(ValueError, match="out of range"):
-        spawner.wait_readable(-1)
+        getattr(spawner, wait)(-1)
     with pytest.raises(TypeError):
-        spawner.wait_readable("3")  # type: ignore[arg-type]
+        getattr(spawner, wait)("3")
 
 
 @needs_native
@@ -292,28 +298,6 @@ def test_wait_exited_on_a_process_that_is_not_our_child_waits_for_its_pidfd() ->
         os.close(read_end)
         if write_end >= 0:
             os.close(write_end)
-
-
-@needs_native
-def test_wait_exited_on_an_fd_that_is_no_pidfd_waits_for_it_to_be_readable(
-    pipe: tuple[int, int],
-) -> None:
-    read_end, write_end = pipe
-    writer = threading.Timer(0.05, os.write, (write_end, b"x"))
-    writer.start()
-    try:
-        assert spawner.wait_exited(read_end) is None
-    finally:
-        writer.join()
-    assert os.read(read_end, 1) == b"x"
-
-
-@needs_native
-def test_wait_exited_rejects_bad_fds() -> None:
-    with pytest.raises(ValueError, match="out of range"):
-        spawner.wait_exited(-1)
-    with pytest.raises(TypeError):
-        spawner.wait_exited("3")  # type: ignore[arg-type]
 
 
 @needs_native

@@ -24,12 +24,10 @@ from .._linux._probes import KERNEL
 from .._native import available, spawner
 from .._status import Exited, Rusage, Signaled, Status, decode_waitid
 
-__all__ = ["blocking_wait", "reap_pidfd", "wait_exited", "wait_readable"]
+__all__ = ["reap_pidfd", "wait_exited", "wait_readable"]
 
 _native_reap = getattr(spawner, "reap_status", None) if available else None
 _native_wait = getattr(spawner, "wait_readable", None) if available else None
-blocking_wait: Callable[[int], None] | None = _native_wait
-"""Block until an fd is readable, in one C call (None without the extension)."""
 wait_exited: Callable[[int], None] | None = (
     getattr(spawner, "wait_exited", _native_wait) if available else None
 )

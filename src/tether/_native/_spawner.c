@@ -2147,24 +2147,35 @@ PyInit__spawner(void)
 #define P_PIDFD 3
 #endif
 
-/* waitid(P_PIDFD, the pidfd arg, WEXITED | WNOHANG) with its rusage: 0 with info and
- * usage filled (info->si_pid is 0 while the child runs), -1 with an exception set. EINTR
- * runs the signal handlers and tries again; one that raises ends it before any reap. */
+/* The fd in arg, or -1 with an exception set (TypeError, or ValueError naming what). */
 static int
-reap_pidfd_arg(PyObject *arg, siginfo_t *info, struct rusage *usage)
+fd_arg(PyObject *arg, const char *what)
 {
     long fd = PyLong_AsLong(arg);
     if (fd == -1 && PyErr_Occurred()) {
         return -1;
     }
     if (fd < 0 || fd > INT_MAX) {
-        PyErr_SetString(PyExc_ValueError, "pidfd out of range");
+        PyErr_Format(PyExc_ValueError, "%s out of range", what);
+        return -1;
+    }
+    return (int)fd;
+}
+
+/* waitid(P_PIDFD, the pidfd arg, WEXITED | WNOHANG) with its rusage: 0 with info and
+ * usage filled (info->si_pid is 0 while the child runs), -1 with an exception set. EINTR
+ * runs the signal handlers and tries again; one that raises ends it before any reap. */
+static int
+reap_pidfd_arg(PyObject *arg, siginfo_t *info, struct rusage *usage)
+{
+    int fd = fd_arg(arg, "pidfd");
+    if (fd < 0) {
         return -1;
     }
     for (;;) {
         memset(info, 0, sizeof *info);
         memset(usage, 0, sizeof *usage);
-        if (syscall(SYS_waitid, P_PIDFD, (int)fd, info, WEXITED | WNOHANG, usage) == 0) {
+        if (syscall(SYS_waitid, P_PIDFD, fd, info, WEXITED | WNOHANG, usage) == 0) {
             return 0;
         }
         if (errno != EINTR) {
@@ -2216,17 +2227,9 @@ native_reap_pidfd(PyObject *module, PyObject *arg)
  * EINTR runs the Python signal handlers (PEP 475): one that raises ends the wait.
  */
 static PyObject *
-native_wait_readable(PyObject *module, PyObject *arg)
+poll_readable(int fd)
 {
-    long fd = PyLong_AsLong(arg);
-    if (fd == -1 && PyErr_Occurred()) {
-        return NULL;
-    }
-    if (fd < 0 || fd > INT_MAX) {
-        PyErr_SetString(PyExc_ValueError, "fd out of range");
-        return NULL;
-    }
-    struct pollfd entry = {.fd = (int)fd, .events = POLLIN};
+    struct pollfd entry = {.fd = fd, .events = POLLIN};
     for (;;) {
         int ready, error;
         Py_BEGIN_ALLOW_THREADS
@@ -2246,6 +2249,13 @@ native_wait_readable(PyObject *module, PyObject *arg)
     }
 }
 
+static PyObject *
+native_wait_readable(PyObject *module, PyObject *arg)
+{
+    int fd = fd_arg(arg, "fd");
+    return fd < 0 ? NULL : poll_readable(fd);
+}
+
 /*
  * wait_exited(pidfd): wait_readable for the pidfd of a child of ours, as a blocking
  * waitid(P_PIDFD, WEXITED | WNOWAIT): the child's exit wakes it the way it wakes a
@@ -2258,12 +2268,8 @@ native_wait_readable(PyObject *module, PyObject *arg)
 static PyObject *
 native_wait_exited(PyObject *module, PyObject *arg)
 {
-    long fd = PyLong_AsLong(arg);
-    if (fd == -1 && PyErr_Occurred()) {
-        return NULL;
-    }
-    if (fd < 0 || fd > INT_MAX) {
-        PyErr_SetString(PyExc_ValueError, "fd out of range");
+    int fd = fd_arg(arg, "pidfd");
+    if (fd < 0) {
         return NULL;
     }
     for (;;) {
@@ -2271,14 +2277,14 @@ native_wait_exited(PyObject *module, PyObject *arg)
         int done, error;
         Py_BEGIN_ALLOW_THREADS
         memset(&info, 0, sizeof info);
-        done = waitid((idtype_t)3 /* P_PIDFD */, (id_t)fd, &info, WEXITED | WNOWAIT);
+        done = waitid((idtype_t)P_PIDFD, (id_t)fd, &info, WEXITED | WNOWAIT);
         error = errno;
         Py_END_ALLOW_THREADS
         if (done == 0) {
             Py_RETURN_NONE;
         }
         if (error != EINTR) {
-            return native_wait_readable(module, arg);
+            return poll_readable(fd);
         }
         if (PyErr_CheckSignals() < 0) {
             return NULL;
